@@ -1,0 +1,70 @@
+"""Plain-text rendering of one evaluated split for the CLI (no third-party dependencies)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def format_metrics_table(split: dict[str, Any], labels: Sequence[str]) -> str:
+    """Summary lines, a per-class table and the labelled confusion matrix, with aligned columns."""
+    labels = [str(label) for label in labels]
+    confusion = split["confusion_matrix"]
+    if len(confusion) != len(labels):
+        raise ValueError(f"confusion matrix has {len(confusion)} rows for {len(labels)} labels")
+    macro = split["macro"]
+    summary = [
+        ["samples", str(split["count"])],
+        ["accuracy", _number(split["accuracy"])],
+        ["balanced accuracy", _number(split["balanced_accuracy"])],
+        ["macro precision", _number(macro["precision"])],
+        ["macro recall", _number(macro["recall"])],
+        ["macro f1", _number(macro["f1"])],
+    ]
+    summary += [[f"top-{k} accuracy", _number(value)] for k, value in split["top_k_accuracy"].items()]
+
+    per_class = _table(
+        ["label", "precision", "recall", "f1", "support"],
+        [
+            [
+                row["label"],
+                _number(row["precision"]),
+                _number(row["recall"]),
+                _number(row["f1"]),
+                str(row["support"]),
+            ]
+            for row in split["per_class"]
+        ],
+    )
+    matrix = _table(
+        ["true \\ predicted", *labels],
+        [[label, *(str(count) for count in row)] for label, row in zip(labels, confusion, strict=True)],
+    )
+    return "\n".join(
+        [
+            *_table(None, summary),
+            "",
+            "Per class",
+            *per_class,
+            "",
+            "Confusion matrix (rows = true label, columns = predicted label)",
+            *matrix,
+        ]
+    )
+
+
+def _number(value: float) -> str:
+    return f"{value:.4f}"
+
+
+def _table(header: list[str] | None, rows: list[list[str]]) -> list[str]:
+    """Left-align the first column (names), right-align the rest (numbers), two spaces between columns."""
+    all_rows = rows if header is None else [header, *rows]
+    widths = [max(len(row[column]) for row in all_rows) for column in range(len(all_rows[0]))]
+    return [
+        "  ".join(
+            cell.ljust(width) if column == 0 else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in all_rows
+    ]

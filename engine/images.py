@@ -1,0 +1,143 @@
+"""The one image loader used by scanning, training, evaluation and prediction (torch-free).
+
+It applies EXIF orientation, converts every mode (grayscale, palette, alpha, CMYK, 16-bit, float) to
+8-bit RGB, takes the first frame of animations, and keeps Pillow's decompression-bomb guard on.
+Every failure becomes an ImageLoadError naming the file and a human-readable reason.
+"""
+
+from __future__ import annotations
+
+import errno
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from engine.preprocessing import Preprocessing
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+_RESAMPLING = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+_ALPHA_BACKGROUND = (255, 255, 255)
+
+
+class ImageLoadError(Exception):
+    """A file that cannot be used as an image; ``reason`` is short enough for a report table."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def load_rgb(path: Path | str) -> Image.Image:
+    """Decode ``path`` fully into an upright 8-bit RGB image, or raise ImageLoadError."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise ImageLoadError(path, "is a folder, not an image file")
+        if path.stat().st_size == 0:
+            raise ImageLoadError(path, "empty file (0 bytes)")
+        with warnings.catch_warnings():
+            # Pillow warns between 1x and 2x MAX_IMAGE_PIXELS; treat that band as a bomb too.
+            warnings.simplefilter("ignore", UserWarning)  # e.g. "Corrupt EXIF data": the image still loads
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.seek(0)
+                image.load()
+                return _to_rgb(ImageOps.exif_transpose(image))
+    except ImageLoadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageLoadError(path, f"image too large, refused by the decompression-bomb guard ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageLoadError(path, "not an image, or an unsupported format") from exc
+    except FileNotFoundError as exc:
+        raise ImageLoadError(path, "file not found (deleted, moved, or a broken link)") from exc
+    except PermissionError as exc:
+        raise ImageLoadError(path, "permission denied: make the file readable") from exc
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageLoadError(path, "symbolic link loop") from exc
+        raise ImageLoadError(path, f"truncated or corrupt image data ({exc})") from exc
+    except (ValueError, SyntaxError, EOFError, MemoryError) as exc:
+        raise ImageLoadError(path, f"corrupt image data ({type(exc).__name__}: {exc})") from exc
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode == "RGB":
+        return image.copy()
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return _high_depth_to_rgb(image)
+    if mode == "P" and "transparency" in image.info or mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, _ALPHA_BACKGROUND)
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
+    """Scale 16-bit, 32-bit integer and float images to 8 bits (Pillow's convert would clip, not scale)."""
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        top = 1.0 if values.max(initial=0.0) <= 1.0 else 255.0 if values.max(initial=0.0) <= 255.0 else 65535.0
+    else:
+        top = 255.0 if values.max(initial=0.0) <= 255.0 and image.mode == "I" else 65535.0
+    gray = np.clip(np.rint(values / top * 255.0), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray, mode="L").convert("RGB")
+
+
+def resized_size(width: int, height: int, shorter_side: int) -> tuple[int, int]:
+    """Size after resizing the shorter side to ``shorter_side``, with torchvision's rounding (truncation)."""
+    if width <= height:
+        return shorter_side, max(1, int(shorter_side * height / width))
+    return max(1, int(shorter_side * width / height)), shorter_side
+
+
+def resize_shorter_side(image: Image.Image, shorter_side: int, interpolation: str) -> Image.Image:
+    size = resized_size(image.width, image.height, shorter_side)
+    if size == image.size:
+        return image
+    return image.resize(size, _RESAMPLING[interpolation])
+
+
+def center_crop_array(pixels: np.ndarray, crop: int) -> np.ndarray:
+    """Centre-crop an HWC array to ``crop`` x ``crop``, padding with zeros when it is smaller (as torchvision)."""
+    height, width = pixels.shape[:2]
+    if height < crop or width < crop:
+        pad_h, pad_w = max(0, crop - height), max(0, crop - width)
+        pixels = np.pad(pixels, ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+        height, width = pixels.shape[:2]
+    top = int(round((height - crop) / 2.0))
+    left = int(round((width - crop) / 2.0))
+    return pixels[top : top + crop, left : left + crop]
+
+
+def decode_for_cache(path: Path | str, preprocessing: Preprocessing) -> np.ndarray:
+    """Load and resize once (shorter side to ``preprocessing.resize``): the uint8 HWC array epochs reuse."""
+    image = resize_shorter_side(load_rgb(path), preprocessing.resize, preprocessing.interpolation)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def normalize_crop(pixels: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+    """Centre-crop a resized uint8 HWC array and normalise it to a float32 CHW array."""
+    cropped = center_crop_array(pixels, preprocessing.crop).astype(np.float32) / 255.0
+    mean = np.asarray(preprocessing.mean, dtype=np.float32)
+    std = np.asarray(preprocessing.std, dtype=np.float32)
+    return np.ascontiguousarray(((cropped - mean) / std).transpose(2, 0, 1))
+
+
+def preprocess_for_model(path: Path | str, preprocessing: Preprocessing) -> np.ndarray:
+    """The evaluation transform, defined once: used by training-time evaluation, export parity and the predictor."""
+    return normalize_crop(decode_for_cache(path, preprocessing), preprocessing)

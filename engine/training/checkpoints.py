@@ -1,0 +1,39 @@
+"""Checkpoints: written atomically, loaded with ``weights_only=True`` (tensors and plain values only)."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.atomic import write_atomic
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    try:
+        write_atomic(path, lambda handle: torch.save(payload, handle))
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise CheckpointError(
+                f"{path}: disk full while saving a checkpoint; the previous checkpoint is intact. "
+                f"Free space on {path.parent} (old runs can be deleted) and resume with --resume."
+            ) from exc
+        raise CheckpointError(f"{path}: could not save checkpoint ({exc})") from exc
+
+
+def load_checkpoint(path: Path, device: str = "cpu") -> dict[str, Any]:
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path}: checkpoint not found") from exc
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets the same clear refusal
+        raise CheckpointError(f"{path}: unreadable or unsafe checkpoint ({type(exc).__name__})") from exc
+    if not isinstance(payload, dict) or "model" not in payload:
+        raise CheckpointError(f"{path}: not a Transfer Studio checkpoint")
+    return payload

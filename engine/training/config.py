@@ -1,0 +1,92 @@
+"""TrainConfig: every training option, validated once, serialisable to run.json and back."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from engine.backbones.registry import DEFAULT_BACKBONE, get_backbone
+
+STRATEGIES = ("feature-extract", "fine-tune", "full")
+OPTIMIZERS = ("adamw", "sgd")
+CLASS_WEIGHTING = ("auto", "on", "off")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    """Defaults give a good model on a few hundred photos on a 2-core CPU in minutes (see README)."""
+
+    backbone: str = DEFAULT_BACKBONE
+    strategy: str = "fine-tune"
+    epochs: int = 6  # backbone epochs after the quick head (fine-tune, full); feature-extract fits the head only
+    batch_size: int = 16
+    lr: float = 1e-3  # head learning rate; unfrozen backbone stages get lr * backbone_lr_factor
+    backbone_lr_factor: float = 0.1
+    unfreeze_stages: int = 2  # fine-tune: how many top stages are trained after the head
+    optimizer: str = "adamw"
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.5
+    label_smoothing: float = 0.1
+    dropout: float = 0.2
+    grad_clip: float = 1.0
+    early_stopping: int = 3  # epochs without validation improvement before stopping; 0 disables
+    class_weighting: str = "auto"  # auto: weight the loss when the largest class is > 3x the smallest
+    augment: str = "light"
+    val_split: float = 0.2
+    test_split: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    weights_file: str | None = None
+
+    def __post_init__(self) -> None:
+        get_backbone(self.backbone)
+        from engine.training.augment import AUGMENT_PRESETS
+
+        checks = [
+            (self.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
+            (self.class_weighting in CLASS_WEIGHTING, f"class_weighting must be one of {', '.join(CLASS_WEIGHTING)}"),
+            (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}"),
+            (self.augment in AUGMENT_PRESETS, f"augment must be one of {', '.join(AUGMENT_PRESETS)}"),
+            (1 <= self.epochs <= 1000, "epochs must be between 1 and 1000"),
+            (1 <= self.batch_size <= 4096, "batch size must be between 1 and 4096"),
+            (0 < self.lr < 10, "learning rate must be positive and below 10"),
+            (0 < self.backbone_lr_factor <= 1, "backbone_lr_factor must be in (0, 1]"),
+            (self.unfreeze_stages >= 1, "unfreeze_stages must be at least 1"),
+            (self.weight_decay >= 0, "weight decay must be >= 0"),
+            (self.warmup_epochs >= 0, "warmup_epochs must be >= 0"),
+            (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
+            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (self.grad_clip >= 0, "grad_clip must be >= 0 (0 disables)"),
+            (self.early_stopping >= 0, "early_stopping must be >= 0 (0 disables)"),
+            (0 < self.val_split < 0.9, "val_split must be in (0, 0.9)"),
+            (0 <= self.test_split < 0.9 and self.val_split + self.test_split < 0.9, "test_split too large"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Refuse unknown keys and wrong types rather than half-loading an edited run.json."""
+        if not isinstance(data, dict):
+            raise ValueError("training config must be a JSON object")
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(data) - set(known)
+        if unknown:
+            raise ValueError(f"unknown training options: {', '.join(sorted(unknown))}")
+        defaults = cls()
+        values: dict[str, Any] = {}
+        for name, value in data.items():
+            default = getattr(defaults, name)
+            expected = type(default) if default is not None else (str, type(None))
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if isinstance(value, bool) or not isinstance(value, expected):
+                raise ValueError(f"training option {name!r} has an invalid value {value!r}")
+            values[name] = value
+        return cls(**values)

@@ -1,0 +1,38 @@
+"""Device choice and the mixed-precision settings that go with it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSetup:
+    device: str
+    amp_dtype: torch.dtype | None  # None: full precision
+    use_scaler: bool  # fp16 needs a GradScaler; bf16 does not
+    channels_last: bool
+    description: str
+
+
+def resolve_device(requested: str) -> DeviceSetup:
+    """auto = cuda > mps > cpu; an explicit device that is unavailable is an error, not a silent fallback."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
+    if requested == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda was requested but no CUDA GPU is available (use --device auto or cpu)")
+        bf16 = torch.cuda.is_bf16_supported()
+        name = torch.cuda.get_device_name(0)
+        return DeviceSetup("cuda", torch.bfloat16 if bf16 else torch.float16, not bf16, True,
+                           f"CUDA: {name} ({'bf16' if bf16 else 'fp16'} mixed precision)")
+    if requested == "mps":
+        if not _mps_available():
+            raise ValueError("--device mps was requested but Apple MPS is not available")
+        return DeviceSetup("mps", None, False, False, "Apple MPS")
+    return DeviceSetup("cpu", None, False, True, f"CPU ({torch.get_num_threads()} threads)")
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())

@@ -1,0 +1,140 @@
+"""One training epoch and one evaluation pass over cached, decoded images.
+
+Frozen stages run once per batch without autograd, in eval mode; only the trainable top of the network
+builds a graph. Validation inputs to the trainable part are computed once and reused every epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from engine.backbones.build import TransferModel
+from engine.control import RunControl
+from engine.events import BatchProgress, EventSink
+from engine.training.device import DeviceSetup
+from engine.training.quick_head import run_stages
+
+_BATCH_EVENT_INTERVAL = 0.25  # seconds: a few progress events per second is plenty for any front end
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class EpochStats:
+    loss: float
+    accuracy: float
+    images: int
+    seconds: float
+
+
+def train_one_epoch(
+    model: TransferModel,
+    first_trainable: int,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | Callable,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    setup: DeviceSetup,
+    set_mode: Callable[[], None],
+    *,
+    epoch: int,
+    batch_count: int,
+    grad_clip: float,
+    scaler: torch.amp.GradScaler | None,
+    on_event: EventSink,
+    control: RunControl,
+) -> EpochStats:
+    set_mode()
+    frozen, trainable = range(first_trainable), range(first_trainable, len(model.stages))
+    total_loss, correct, seen = 0.0, 0, 0
+    started = last_event = time.perf_counter()
+    for index, (images, targets) in enumerate(batches, start=1):
+        control.check()
+        images = images.to(setup.device, non_blocking=True)
+        targets = targets.to(setup.device, non_blocking=True)
+        if setup.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(setup.device, dtype=setup.amp_dtype, enabled=setup.amp_dtype is not None):
+            with torch.no_grad():
+                features = run_stages(model, frozen, images)
+            logits = model.head(run_stages(model, trainable, features))
+            loss = loss_fn(logits.float(), targets)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(
+                f"the loss became {loss_value} at epoch {epoch}, batch {index}: training diverged. "
+                "Lower the learning rate (for example --lr 0.0001) and try again."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        count = len(targets)
+        total_loss += loss_value * count
+        correct += int((logits.argmax(1) == targets).sum())
+        seen += count
+        now = time.perf_counter()
+        if now - last_event >= _BATCH_EVENT_INTERVAL or index in (1, batch_count):
+            last_event = now
+            elapsed = now - started
+            on_event(BatchProgress(epoch, index, batch_count, loss_value, seen / elapsed,
+                                   elapsed / index * (batch_count - index)))
+    control.check()  # a stop requested during the last batch discards the epoch, like any other mid-epoch stop
+    seconds = time.perf_counter() - started
+    return EpochStats(total_loss / max(seen, 1), correct / max(seen, 1), seen, seconds)
+
+
+@torch.inference_mode()
+def logits_from_features(model: TransferModel, first_trainable: int, features: torch.Tensor,
+                         setup: DeviceSetup, batch_size: int = 64) -> torch.Tensor:
+    """Logits for inputs already passed through the frozen stages (see ``forward_in_batches``)."""
+    model.eval()
+    trainable = range(first_trainable, len(model.stages))
+    out = []
+    for start in range(0, len(features), batch_size):
+        x = features[start : start + batch_size].to(setup.device)
+        if setup.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(setup.device, dtype=setup.amp_dtype, enabled=setup.amp_dtype is not None):
+            out.append(model.head(run_stages(model, trainable, x)).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, model.head[-1].out_features)
+
+
+def cross_entropy(class_weights: torch.Tensor | None, label_smoothing: float) -> Callable:
+    def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        weight = class_weights.to(logits.device) if class_weights is not None else None
+        return F.cross_entropy(logits, targets, weight=weight, label_smoothing=label_smoothing)
+
+    return loss
+
+
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then cosine decay to zero over the remaining steps."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,0 +1,141 @@
+"""The quick head: run the frozen backbone once per image, then fit the linear head on the embeddings.
+
+Fitting a linear head on cached features takes milliseconds (full-batch L-BFGS), and its L2 strength is
+picked by cross-validation on the training split only, so validation stays an honest estimate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.control import RunControl
+from engine.events import EventSink, Progress, ignore_event
+from engine.training.device import DeviceSetup
+
+L2_CANDIDATES = (1e-4, 1e-3, 1e-2, 3e-2, 1e-1)
+_CV_FOLDS = 3
+
+
+def run_stages(model: torch.nn.Module, stages: range, images: torch.Tensor) -> torch.Tensor:
+    x = images
+    for index in stages:
+        x = model.stages[index](x)
+    return x
+
+
+@torch.inference_mode()
+def forward_in_batches(
+    model: torch.nn.Module,
+    stages: range,
+    count: int,
+    load_batch: Callable[[range], torch.Tensor],
+    setup: DeviceSetup,
+    batch_size: int,
+    *,
+    phase: str,
+    on_event: EventSink = ignore_event,
+    control: RunControl | None = None,
+) -> torch.Tensor:
+    """Outputs of ``stages`` for ``count`` inputs, frozen (eval mode, no autograd), on the CPU."""
+    model.eval()
+    outputs: list[torch.Tensor] = []
+    started = time.perf_counter()
+    for start in range(0, count, batch_size):
+        if control is not None:
+            control.check()
+        batch = load_batch(range(start, min(count, start + batch_size))).to(setup.device, non_blocking=True)
+        if setup.channels_last and batch.dim() == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(setup.device, dtype=setup.amp_dtype, enabled=setup.amp_dtype is not None):
+            out = run_stages(model, stages, batch)
+        outputs.append(out.float().cpu())
+        done = min(count, start + batch_size)
+        elapsed = time.perf_counter() - started
+        on_event(Progress(phase, done, count, f"{done / elapsed:.0f} img/s",
+                          eta_seconds=elapsed / done * (count - done)))
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+def fit_linear_head(
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    num_classes: int,
+    class_weights: torch.Tensor | None = None,
+    l2: float | None = None,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Weight, bias and the L2 strength used; ``l2=None`` chooses it by stratified K-fold CV on this data."""
+    if l2 is None:
+        l2 = choose_l2(features, targets, num_classes, class_weights, seed)
+    weight, bias = _lbfgs(features, targets, num_classes, class_weights, l2)
+    return weight, bias, l2
+
+
+def choose_l2(features: torch.Tensor, targets: torch.Tensor, num_classes: int,
+              class_weights: torch.Tensor | None, seed: int) -> float:
+    folds = _stratified_folds(targets.numpy(), _CV_FOLDS, seed)
+    if len(folds) < 2:
+        return L2_CANDIDATES[len(L2_CANDIDATES) // 2]
+    scores = []
+    for l2 in L2_CANDIDATES:
+        correct = 0
+        for held_out in folds:
+            mask = np.ones(len(targets), dtype=bool)
+            mask[held_out] = False
+            weight, bias = _lbfgs(features[mask], targets[mask], num_classes, class_weights, l2)
+            predicted = (features[held_out] @ weight.T + bias).argmax(1)
+            correct += int((predicted == targets[held_out]).sum())
+        scores.append(correct)
+    best = max(scores)
+    # Ties go to the strongest regularisation: the simplest head that does as well.
+    return max(l2 for l2, score in zip(L2_CANDIDATES, scores, strict=True) if score == best)
+
+
+def _stratified_folds(targets: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    buckets: list[list[int]] = [[] for _ in range(folds)]
+    for label in np.unique(targets):
+        members = rng.permutation(np.flatnonzero(targets == label))
+        if len(members) < folds:
+            return []
+        for i, index in enumerate(members):
+            buckets[i % folds].append(int(index))
+    return [np.array(sorted(b)) for b in buckets]
+
+
+def _lbfgs(features: torch.Tensor, targets: torch.Tensor, num_classes: int,
+           class_weights: torch.Tensor | None, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
+    features = features.double()
+    weight = torch.zeros(num_classes, features.shape[1], dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    weights = class_weights.double() if class_weights is not None else None
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=200, history_size=20,
+                                  line_search_fn="strong_wolfe", tolerance_grad=1e-6)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(features @ weight.T + bias, targets, weight=weights) + 0.5 * l2 * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    return weight.detach().float(), bias.detach().float()
+
+
+def head_metrics(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None,
+                 label_smoothing: float = 0.0) -> tuple[float, float]:
+    """(loss, accuracy) of ``logits``; the loss uses the same definition as the training loop."""
+    if len(targets) == 0:
+        return float("nan"), float("nan")
+    loss = F.cross_entropy(logits, targets, weight=class_weights, label_smoothing=label_smoothing)
+    return float(loss), float((logits.argmax(1) == targets).float().mean())
+
+
+def labels_tensor(labels: Sequence[int]) -> torch.Tensor:
+    return torch.as_tensor(list(labels), dtype=torch.long)

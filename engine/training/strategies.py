@@ -1,0 +1,49 @@
+"""Which parameters train, and how BatchNorm behaves, for each transfer strategy."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from engine.backbones.build import TransferModel
+
+
+def first_trainable_stage(model: TransferModel, strategy: str, unfreeze_stages: int) -> int:
+    """Index of the first backbone stage that trains; ``len(model.stages)`` means none does."""
+    count = len(model.stages)
+    if strategy == "feature-extract":
+        return count
+    if strategy == "full":
+        return 0
+    return max(0, count - unfreeze_stages)
+
+
+def apply_strategy(model: TransferModel, first_trainable: int) -> None:
+    """Freeze the stages below ``first_trainable``; the head always trains."""
+    for index, stage in enumerate(model.stages):
+        stage.requires_grad_(index >= first_trainable)
+    model.head.requires_grad_(True)
+
+
+def set_train_mode(model: TransferModel, first_trainable: int, train_batchnorm: bool) -> None:
+    """Train mode for trainable stages and the head; frozen stages (and, unless asked, all BatchNorm) in eval.
+
+    Keeping BatchNorm in inference mode while fine-tuning on small datasets avoids wrecking its
+    ImageNet statistics with a handful of noisy batch estimates (Keras's transfer-learning advice).
+    """
+    model.train()
+    for index, stage in enumerate(model.stages):
+        if index < first_trainable:
+            stage.eval()
+    if not train_batchnorm:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def parameter_groups(model: TransferModel, first_trainable: int, lr: float, backbone_lr_factor: float) -> list[dict]:
+    """Discriminative learning rates: the new head at ``lr``, unfrozen backbone stages lower."""
+    backbone = [p for stage in list(model.stages)[first_trainable:] for p in stage.parameters()]
+    groups = [{"params": list(model.head.parameters()), "lr": lr, "name": "head"}]
+    if backbone:
+        groups.append({"params": backbone, "lr": lr * backbone_lr_factor, "name": "backbone"})
+    return groups

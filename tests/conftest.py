@@ -1,0 +1,111 @@
+"""Shared fixtures: generated images and datasets, and a corpus of the broken files users really have."""
+
+from __future__ import annotations
+
+import itertools
+import struct
+import zlib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+MakeImage = Callable[..., Path]
+MakeDataset = Callable[..., Path]
+
+
+@pytest.fixture
+def make_image() -> MakeImage:
+    """Write a small image; without ``color`` each call draws a different noise pattern (distinct bytes)."""
+    seeds = itertools.count()
+
+    def make(
+        path: Path,
+        size: tuple[int, int] = (24, 16),
+        color: tuple[int, ...] | None = None,
+        fmt: str | None = None,
+        mode: str = "RGB",
+        **save_options: object,
+    ) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if color is None:
+            noise = np.random.default_rng(next(seeds)).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            image = Image.fromarray(noise).convert(mode)
+        else:
+            image = Image.new(mode, size, color)
+        image.save(path, format=fmt, **save_options)
+        return path
+
+    return make
+
+
+@pytest.fixture
+def make_dataset(make_image: MakeImage) -> MakeDataset:
+    """Create ``root/<class>/<i>.png`` for ``{class: count}``, every file with distinct content."""
+
+    def make(root: Path, counts: Mapping[str, int]) -> Path:
+        for name, count in counts.items():
+            (root / name).mkdir(parents=True, exist_ok=True)
+            for index in range(count):
+                make_image(root / name / f"{index:03d}.png")
+        return root
+
+    return make
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def decompression_bomb_png(width: int = 30000, height: int = 30000) -> bytes:
+    """A tiny PNG whose header claims a huge image; Pillow refuses it on open, before decoding."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(b"\x00"))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+@pytest.fixture
+def bad_corpus(tmp_path: Path, make_image: MakeImage) -> dict[str, tuple[Path, bool]]:
+    """Awkward files, name -> (path, whether it must load). Each one either converts or is skipped."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    corpus: dict[str, tuple[Path, bool]] = {}
+
+    def add(name: str, data: bytes, loads: bool) -> None:
+        (folder / name).write_bytes(data)
+        corpus[name] = (folder / name, loads)
+
+    add("zero_byte.jpg", b"", False)
+    jpeg = make_image(tmp_path / "source.jpg", size=(64, 48)).read_bytes()
+    add("truncated.jpg", jpeg[: len(jpeg) // 2], False)
+    png = make_image(tmp_path / "source.png", size=(64, 48)).read_bytes()
+    add("truncated.png", png[: len(png) // 2], False)
+    add("text.jpg", b"these are not the pixels you are looking for\n" * 20, False)
+    add("page.jpg", b"<!DOCTYPE html><html><body>404 Not Found</body></html>\n", False)
+    add("bomb.png", decompression_bomb_png(), False)
+    add("png_named.jpg", png, True)
+
+    make_image(folder / "cmyk.jpg", color=(0, 255, 255, 0), mode="CMYK")
+    corpus["cmyk.jpg"] = (folder / "cmyk.jpg", True)
+    ramp = np.linspace(0, 65535, 32 * 32).round().astype(np.uint16).reshape(32, 32)
+    Image.fromarray(ramp).save(folder / "gray16.png")
+    corpus["gray16.png"] = (folder / "gray16.png", True)
+    palette = Image.new("P", (8, 8), 1)
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * (254 * 3))
+    palette.putpixel((0, 0), 0)
+    palette.save(folder / "palette_alpha.png", transparency=0)
+    corpus["palette_alpha.png"] = (folder / "palette_alpha.png", True)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    make_image(folder / "exif_rotated.jpg", size=(40, 20), exif=exif)
+    corpus["exif_rotated.jpg"] = (folder / "exif_rotated.jpg", True)
+    frames = [Image.new("RGB", (10, 10), color) for color in ((0, 0, 255), (0, 255, 0))]
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    corpus["animated.gif"] = (folder / "animated.gif", True)
+    return corpus

@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from engine.evaluation.format import format_metrics_table
+from engine.evaluation.metrics import evaluate_predictions
+
+LABELS = ["cat", "dog", "long-tailed tit"]
+# true cat -> cat, cat -> dog, dog -> dog, dog -> dog, tit -> dog: confusion [[1, 1, 0], [0, 2, 0], [0, 1, 0]]
+# accuracy 3/5; recalls 1/2, 1, 0 -> balanced 1/2; precisions 1, 1/2, 0 -> macro P 1/2; F1s 2/3, 2/3, 0 -> 4/9
+PROBABILITIES = np.array(
+    [[0.7, 0.2, 0.1], [0.4, 0.5, 0.1], [0.1, 0.8, 0.1], [0.3, 0.6, 0.1], [0.1, 0.6, 0.3]]
+)
+
+
+@pytest.fixture
+def text():
+    split = evaluate_predictions(LABELS, [0, 0, 1, 1, 2], PROBABILITIES, ["a", "b", "c", "d", "e"], top_k=2)
+    return format_metrics_table(split, LABELS)
+
+
+def _line(text, start):
+    return next(line for line in text.splitlines() if line.startswith(start))
+
+
+def test_summary_shows_the_overall_numbers(text):
+    assert _line(text, "accuracy").split()[-1] == "0.6000"
+    assert _line(text, "balanced accuracy").split()[-1] == "0.5000"
+    assert _line(text, "macro precision").split()[-1] == "0.5000"
+    assert _line(text, "macro recall").split()[-1] == "0.5000"
+    assert _line(text, "macro f1").split()[-1] == "0.4444"
+    assert _line(text, "top-1 accuracy").split()[-1] == "0.6000"
+    assert _line(text, "top-2 accuracy").split()[-1] == "1.0000"  # every second guess is right
+
+
+def test_per_class_table_has_one_aligned_row_per_label(text):
+    header = _line(text, "label")
+    assert header.split() == ["label", "precision", "recall", "f1", "support"]
+    rows = [_line(text, f"{label} ") for label in LABELS]
+    assert rows[0].split() == ["cat", "1.0000", "0.5000", "0.6667", "2"]
+    assert rows[1].split() == ["dog", "0.5000", "1.0000", "0.6667", "2"]
+    assert rows[2].split()[-4:] == ["0.0000", "0.0000", "0.0000", "1"]
+    assert len({len(line) for line in [header, *rows]}) == 1
+
+
+def test_confusion_matrix_is_labelled_rows_true_columns_predicted(text):
+    matrix = text.split("Confusion matrix")[1].splitlines()[1:]
+    assert matrix[0].endswith("cat  dog  long-tailed tit")
+    assert matrix[1].split() == ["cat", "1", "1", "0"]
+    assert matrix[2].split() == ["dog", "0", "2", "0"]
+    assert matrix[3].split()[-3:] == ["0", "1", "0"]
+    assert len({len(line) for line in matrix}) == 1
+
+
+def test_mismatched_labels_are_refused():
+    split = evaluate_predictions(["a", "b"], [0], np.array([[0.6, 0.4]]), ["x"])
+    with pytest.raises(ValueError):
+        format_metrics_table(split, ["a", "b", "c"])

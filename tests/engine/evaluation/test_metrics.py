@@ -1,0 +1,190 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.evaluation.metrics import evaluate_predictions, evaluation_document, mistakes
+
+LABELS = ["cat", "dog", "bird"]
+# Six samples; "bird" is never predicted.
+#   sample  true  probabilities (cat, dog, bird)  argmax  rank of the true class
+#   a       cat   0.8 0.1 0.1                     cat     1
+#   b       cat   0.3 0.6 0.1                     dog     2
+#   c       dog   0.1 0.7 0.2                     dog     1
+#   d       dog   0.2 0.7 0.1                     dog     1
+#   e       dog   0.5 0.2 0.3                     cat     3
+#   f       bird  0.2 0.5 0.3                     dog     2
+Y_TRUE = [0, 0, 1, 1, 1, 2]
+PROBABILITIES = np.array(
+    [
+        [0.8, 0.1, 0.1],
+        [0.3, 0.6, 0.1],
+        [0.1, 0.7, 0.2],
+        [0.2, 0.7, 0.1],
+        [0.5, 0.2, 0.3],
+        [0.2, 0.5, 0.3],
+    ]
+)
+REPO_ROOT = Path(__file__).resolve().parents[3]
+PATHS = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg"]
+
+
+@pytest.fixture
+def split():
+    return evaluate_predictions(LABELS, Y_TRUE, PROBABILITIES, PATHS)
+
+
+def test_split_has_exactly_the_documented_keys(split):
+    assert set(split) == {
+        "accuracy",
+        "balanced_accuracy",
+        "macro",
+        "per_class",
+        "confusion_matrix",
+        "top_k_accuracy",
+        "count",
+        "predictions",
+    }
+    assert set(split["macro"]) == {"precision", "recall", "f1"}
+    assert all(set(row) == {"label", "precision", "recall", "f1", "support"} for row in split["per_class"])
+
+
+def test_confusion_matrix_rows_are_true_columns_are_predicted(split):
+    # true cat: 1 cat (a), 1 dog (b); true dog: 1 cat (e), 2 dog (c, d); true bird: 1 dog (f).
+    assert split["confusion_matrix"] == [[1, 1, 0], [1, 2, 0], [0, 1, 0]]
+
+
+def test_confusion_matrix_orientation_on_a_single_mistake():
+    split = evaluate_predictions(["a", "b"], [0], np.array([[0.1, 0.9]]), ["x.png"])
+    assert split["confusion_matrix"] == [[0, 1], [0, 0]]
+
+
+def test_per_class_metrics_by_hand(split):
+    # Predicted counts (column sums): cat 2, dog 4, bird 0.  Support (row sums): cat 2, dog 3, bird 1.
+    # cat:  P = 1/2, R = 1/2, F1 = 1/2
+    # dog:  P = 2/4, R = 2/3, F1 = 2 * (1/2 * 2/3) / (1/2 + 2/3) = (2/3) / (7/6) = 4/7
+    # bird: never predicted -> P = 0; R = 0/1 = 0; P + R = 0 -> F1 = 0
+    expected = [
+        ("cat", 1 / 2, 1 / 2, 1 / 2, 2),
+        ("dog", 1 / 2, 2 / 3, 4 / 7, 3),
+        ("bird", 0.0, 0.0, 0.0, 1),
+    ]
+    for row, (label, precision, recall, f1, support) in zip(split["per_class"], expected, strict=True):
+        assert row["label"] == label
+        assert row["precision"] == pytest.approx(precision)
+        assert row["recall"] == pytest.approx(recall)
+        assert row["f1"] == pytest.approx(f1)
+        assert row["support"] == support
+
+
+def test_overall_metrics_by_hand(split):
+    assert split["count"] == 6
+    assert split["accuracy"] == pytest.approx(3 / 6)  # a, c, d
+    assert split["balanced_accuracy"] == pytest.approx((1 / 2 + 2 / 3 + 0) / 3)  # 7/18
+    assert split["macro"]["precision"] == pytest.approx((1 / 2 + 1 / 2 + 0) / 3)  # 1/3
+    assert split["macro"]["recall"] == pytest.approx((1 / 2 + 2 / 3 + 0) / 3)  # 7/18
+    assert split["macro"]["f1"] == pytest.approx((1 / 2 + 4 / 7 + 0) / 3)  # 5/14
+
+
+def test_top_k_counts_the_true_class_among_the_k_most_probable(split):
+    # Ranks of the true class: 1, 2, 1, 1, 3, 2.
+    assert split["top_k_accuracy"] == pytest.approx({"1": 3 / 6, "2": 5 / 6, "3": 1.0})
+
+
+def test_top_k_is_capped_at_the_number_of_labels():
+    split = evaluate_predictions(["a", "b"], [0, 1], np.array([[0.6, 0.4], [0.7, 0.3]]), ["x", "y"], top_k=5)
+    assert split["top_k_accuracy"] == {"1": 0.5, "2": 1.0}
+
+
+def test_top_1_matches_accuracy_when_probabilities_tie():
+    # On a tie the argmax takes the first label, and top-1 must rank it the same way.
+    split = evaluate_predictions(["a", "b"], [1, 0], np.array([[0.5, 0.5], [0.5, 0.5]]), ["x", "y"])
+    assert [p["predicted"] for p in split["predictions"]] == ["a", "a"]
+    assert split["accuracy"] == split["top_k_accuracy"]["1"] == 0.5
+
+
+def test_perfect_predictions():
+    probabilities = np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.0, 0.0, 1.0], [0.6, 0.3, 0.1]])
+    split = evaluate_predictions(LABELS, [0, 1, 2, 0], probabilities, ["p", "q", "r", "s"])
+    assert split["accuracy"] == split["balanced_accuracy"] == 1.0
+    assert split["macro"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert split["confusion_matrix"] == [[2, 0, 0], [0, 1, 0], [0, 0, 1]]
+    assert mistakes(split) == []
+
+
+def test_balanced_accuracy_on_an_imbalanced_split():
+    # 8 "common" and 2 "rare", everything predicted "common": accuracy 8/10, balanced (1 + 0) / 2.
+    y_true = [0] * 8 + [1] * 2
+    probabilities = np.tile([0.9, 0.1], (10, 1))
+    split = evaluate_predictions(["common", "rare"], y_true, probabilities, [f"{i}.jpg" for i in range(10)])
+    assert split["accuracy"] == pytest.approx(0.8)
+    assert split["balanced_accuracy"] == pytest.approx(0.5)
+
+
+@pytest.mark.filterwarnings("error")
+def test_label_without_support_scores_zero_and_is_left_out_of_balanced_accuracy():
+    # bird has no true samples but is predicted once (for the cat): P(bird) = 0/1, R(bird) = 0 by definition.
+    probabilities = np.array([[0.1, 0.1, 0.8], [0.1, 0.8, 0.1]])
+    split = evaluate_predictions(LABELS, [0, 1], probabilities, ["x", "y"])
+    bird = split["per_class"][2]
+    assert (bird["precision"], bird["recall"], bird["f1"], bird["support"]) == (0.0, 0.0, 0.0, 0)
+    assert split["balanced_accuracy"] == pytest.approx((0 + 1) / 2)  # cat and dog only
+    assert split["macro"]["recall"] == pytest.approx((0 + 1 + 0) / 3)  # all labels
+
+
+@pytest.mark.filterwarnings("error")
+def test_never_predicted_class_gives_no_nan_and_no_warning(split):
+    values = [split["accuracy"], split["balanced_accuracy"], *split["macro"].values()]
+    values += [row[key] for row in split["per_class"] for key in ("precision", "recall", "f1")]
+    assert all(np.isfinite(values))
+
+
+def test_predictions_name_labels_and_report_the_predicted_probability(split):
+    assert split["predictions"][1] == {"path": "b.jpg", "true": "cat", "predicted": "dog", "confidence": 0.6}
+    assert [p["path"] for p in split["predictions"]] == PATHS
+
+
+def test_split_round_trips_through_json(split):
+    assert json.loads(json.dumps(split, allow_nan=False)) == split
+
+
+def test_mistakes_are_the_wrong_predictions_most_confident_first(split):
+    assert [(m["path"], m["confidence"]) for m in mistakes(split)] == [
+        ("b.jpg", 0.6),
+        ("e.jpg", 0.5),
+        ("f.jpg", 0.5),
+    ]
+
+
+def test_evaluation_document_omits_a_missing_test_split(split):
+    assert evaluation_document(LABELS, split, None) == {"labels": LABELS, "validation": split}
+    document = evaluation_document(LABELS, split, split)
+    assert document["test"] is split
+    assert json.loads(json.dumps(document)) == document
+
+
+@pytest.mark.parametrize(
+    ("y_true", "probabilities", "paths", "top_k"),
+    [
+        ([], np.zeros((0, 3)), [], 3),  # empty split
+        ([0], np.array([[0.5, 0.5]]), ["x"], 3),  # wrong number of columns
+        ([3], np.array([[0.2, 0.3, 0.5]]), ["x"], 3),  # class id out of range
+        ([0], np.array([[0.2, 0.3, 0.5]]), ["x", "y"], 3),  # paths do not match samples
+        ([0], np.array([[0.2, 0.3, 0.5]]), ["x"], 0),  # top_k below 1
+    ],
+)
+def test_invalid_input_raises_value_error(y_true, probabilities, paths, top_k):
+    with pytest.raises(ValueError):
+        evaluate_predictions(LABELS, y_true, probabilities, paths, top_k=top_k)
+
+
+def test_metrics_load_without_torch():
+    # The CLI report and the GUI's evaluate page read metrics without paying for a torch import.
+    code = "import sys, engine.evaluation.metrics, engine.evaluation.format; print('torch' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    )
+    assert result.stdout.strip() == "False"

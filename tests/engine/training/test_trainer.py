@@ -1,0 +1,137 @@
+"""Training end to end on generated data: it learns, it records, it stops and resumes, it fails clearly."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.control import RunControl
+from engine.events import BatchProgress, EpochEnded, RunFailed, RunFinished
+from engine.training import run_folder as rf
+from engine.training import trainer as trainer_module
+from engine.training.checkpoints import load_checkpoint
+from engine.training.config import TrainConfig
+from engine.training.evaluate_run import evaluate_run
+from engine.training.trainer import RunExistsError, train
+
+
+def test_feature_extract_learns_held_out_data(sample_data: Path, tmp_path: Path) -> None:
+    events: list = []
+    result = train(sample_data, tmp_path / "run", TrainConfig(strategy="feature-extract"), on_event=events.append)
+    assert result.status == "completed"
+    evaluation = json.loads((tmp_path / "run" / rf.EVALUATION_FILE).read_text())
+    assert evaluation["validation"]["accuracy"] >= 0.9
+    assert evaluation["validation"]["count"] == len(evaluation["validation"]["predictions"]) >= 15
+    assert [e.epoch for e in events if isinstance(e, EpochEnded)] == [0]
+    assert isinstance(events[-1], RunFinished)
+
+
+def test_fine_tune_run_folder_is_complete(trained_run: Path) -> None:
+    run = rf.read_run(trained_run)
+    assert run.status == "completed"
+    metrics = rf.read_metrics(trained_run)
+    assert [m["epoch"] for m in metrics] == [0, 1, 2]
+    assert [m["phase"] for m in metrics] == ["head", "fine-tune", "fine-tune"]
+    raw = run.raw
+    assert raw["best_val_accuracy"] >= metrics[0]["val_accuracy"], "fine-tuning ended below the quick head"
+    assert raw["best_val_accuracy"] == max(m["val_accuracy"] for m in metrics)
+    assert {"torch", "torchvision", "transfer_studio"} <= set(raw["versions"])
+    last = load_checkpoint(trained_run / rf.LAST_FILE)
+    assert last["epoch"] == 2 and last["optimizer"] is not None and last["scheduler"] is not None
+    assert load_checkpoint(trained_run / rf.BEST_FILE)["epoch"] == raw["best_epoch"]
+    evaluation = json.loads((trained_run / rf.EVALUATION_FILE).read_text())
+    split = evaluation["validation"]
+    assert split["accuracy"] >= 0.9
+    assert {"accuracy", "balanced_accuracy", "macro", "per_class", "confusion_matrix", "top_k_accuracy",
+            "predictions"} <= set(split)
+    assert json.loads((trained_run / rf.SCAN_REPORT_FILE).read_text())["classes"] == evaluation["labels"]
+
+
+def test_reevaluation_matches_training_evaluation(trained_run: Path) -> None:
+    saved = json.loads((trained_run / rf.EVALUATION_FILE).read_text())
+    again = evaluate_run(trained_run)
+    assert [p["predicted"] for p in again["validation"]["predictions"]] == [
+        p["predicted"] for p in saved["validation"]["predictions"]]
+    assert again["validation"]["accuracy"] == saved["validation"]["accuracy"]
+
+
+def test_existing_run_is_not_overwritten(trained_run: Path, sample_data: Path) -> None:
+    with pytest.raises(RunExistsError, match="--resume"):
+        train(sample_data, trained_run)
+
+
+def _cancel_at(epoch: int, control: RunControl, seen: list):  # noqa: ANN202
+    def sink(event: object) -> None:
+        seen.append(event)
+        if isinstance(event, BatchProgress) and event.epoch == epoch:
+            control.cancel()
+
+    return sink
+
+
+def test_cancel_mid_epoch_then_resume_continues_at_next_epoch(small_data: Path, tmp_path: Path) -> None:
+    config = TrainConfig(epochs=3, batch_size=4, early_stopping=0)
+    control, seen = RunControl(), []
+    result = train(small_data, tmp_path / "run", config, on_event=_cancel_at(2, control, seen), control=control)
+    assert result.status == "cancelled"
+    assert rf.read_run(tmp_path / "run").status == "cancelled"
+    assert [m["epoch"] for m in rf.read_metrics(tmp_path / "run")] == [0, 1]
+    assert load_checkpoint(tmp_path / "run" / rf.LAST_FILE)["epoch"] == 1
+
+    events: list = []
+    resumed = train(None, tmp_path / "run", resume=True, on_event=events.append)
+    assert resumed.status == "completed"
+    assert [e.epoch for e in events if isinstance(e, EpochEnded)] == [2, 3]
+    assert [m["epoch"] for m in rf.read_metrics(tmp_path / "run")] == [0, 1, 2, 3]
+    assert rf.read_run(tmp_path / "run").status == "completed"
+
+
+def test_crash_while_saving_keeps_previous_checkpoint(small_data: Path, tmp_path: Path, monkeypatch) -> None:
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def failing_save(obj, handle, *args, **kwargs):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] > 2:  # epoch 0 writes best.pt and last.pt; the next save crashes half-way
+            handle.write(b"partial")
+            raise OSError("simulated crash while writing")
+        return real_save(obj, handle, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(Exception, match="simulated crash"):
+        train(small_data, tmp_path / "run", TrainConfig(epochs=2, batch_size=4))
+    monkeypatch.setattr(torch, "save", real_save)
+    assert load_checkpoint(tmp_path / "run" / rf.LAST_FILE)["epoch"] == 0
+    assert rf.read_run(tmp_path / "run").status == "failed"
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_non_finite_loss_stops_with_advice(small_data: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(trainer_module, "cross_entropy",
+                        lambda *_: lambda logits, targets: logits.sum() * float("nan"))
+    events: list = []
+    with pytest.raises(Exception, match="Lower the learning rate"):
+        train(small_data, tmp_path / "run", TrainConfig(epochs=1, batch_size=4), on_event=events.append)
+    assert isinstance(events[-1], RunFailed) and "learning rate" in events[-1].message
+
+
+def test_same_seed_same_result_on_cpu(small_data: Path, tmp_path: Path) -> None:
+    config = TrainConfig(epochs=1, batch_size=4, device="cpu")
+    first = train(small_data, tmp_path / "a", config)
+    second = train(small_data, tmp_path / "b", config)
+    metrics_a, metrics_b = rf.read_metrics(tmp_path / "a"), rf.read_metrics(tmp_path / "b")
+    assert [m["train_loss"] for m in metrics_a] == [m["train_loss"] for m in metrics_b]
+    assert first.best_val_accuracy == second.best_val_accuracy
+
+
+def test_edited_run_file_is_refused(trained_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "edited"
+    shutil.copytree(trained_run, copy)
+    document = json.loads((copy / rf.RUN_FILE).read_text())
+    document["config"]["epochs"] = "many"
+    (copy / rf.RUN_FILE).write_text(json.dumps(document))
+    with pytest.raises(rf.RunFolderError, match="refused"):
+        evaluate_run(copy)
