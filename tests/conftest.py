@@ -12,6 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine.dataset.sample_data import generate_sample_dataset
+from engine.training.config import TrainConfig
+from engine.training.trainer import train
+
 MakeImage = Callable[..., Path]
 MakeDataset = Callable[..., Path]
 
@@ -109,3 +113,22 @@ def bad_corpus(tmp_path: Path, make_image: MakeImage) -> dict[str, tuple[Path, b
     frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
     corpus["animated.gif"] = (folder / "animated.gif", True)
     return corpus
+
+@pytest.fixture(scope="session")
+def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 classes x 30 generated photos: enough for an honest held-out accuracy check."""
+    return generate_sample_dataset(tmp_path_factory.mktemp("sample") / "data", classes=3, per_class=30, seed=1)
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 classes x 8 small images: fast runs for control-flow tests."""
+    return generate_sample_dataset(tmp_path_factory.mktemp("small") / "data", classes=2, per_class=8, seed=2,
+                                   image_size=96)
+
+
+@pytest.fixture(scope="session")
+def trained_run(sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("runs") / "run"
+    train(sample_data, run_dir, TrainConfig(epochs=2, batch_size=16, early_stopping=0))
+    return run_dir
