@@ -6,7 +6,7 @@ import sys
 import time
 from typing import TextIO
 
-from engine.events import BatchProgress, EpochEnded, Progress, RunFailed, RunFinished, RunStarted, Warning_
+from engine.events import BatchProgress, EpochEnded, Info, Progress, RunFailed, RunFinished, RunStarted, Warning_
 
 _REDRAW_INTERVAL = 0.2
 
@@ -43,6 +43,8 @@ class ConsoleProgress:
             )
         elif isinstance(event, Warning_):
             self._line(f"warning: {event.message}")
+        elif isinstance(event, Info):
+            self._line(event.message)
         elif isinstance(event, RunStarted):
             start = f", resuming at epoch {event.start_epoch}" if event.start_epoch else ""
             self._line(f"training {event.config['backbone']} ({event.config['strategy']}) on {event.device}{start}")

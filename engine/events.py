@@ -30,6 +30,13 @@ class Warning_:
 
 
 @dataclass(frozen=True, slots=True)
+class Info:
+    """A line for the log: what the engine decided or reused (cache hits, chosen batch size)."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class RunStarted:
     run_dir: str
     config: dict[str, Any]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
 import struct
+import tempfile
 import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,6 +17,14 @@ from PIL import Image
 from engine.dataset.sample_data import generate_sample_dataset
 from engine.training.config import TrainConfig
 from engine.training.trainer import train
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep the tests' caches, settings and user data out of the real user folders (platformdirs honours these)."""
+    sandbox = tempfile.mkdtemp(prefix="transfer-studio-tests-")
+    for variable in ("XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME"):
+        os.environ[variable] = os.path.join(sandbox, variable.lower())
+
 
 MakeImage = Callable[..., Path]
 MakeDataset = Callable[..., Path]

@@ -28,6 +28,7 @@ from engine.events import (
     EpochEnded,
     EpochStarted,
     EventSink,
+    Info,
     RunFailed,
     RunFinished,
     RunStarted,
@@ -38,14 +39,15 @@ from engine.images import normalize_crop
 from engine.preprocessing import Preprocessing
 from engine.training import run_folder as rf
 from engine.training.augment import build_train_transform
+from engine.training.batch_size import fastest_batch_size
 from engine.training.checkpoints import load_checkpoint, save_checkpoint
 from engine.training.config import TrainConfig
 from engine.training.device import DeviceSetup, resolve_device
+from engine.training.feature_cache import FeatureCache, weights_identity
 from engine.training.loop import cross_entropy, logits_from_features, train_one_epoch, warmup_cosine
 from engine.training.quick_head import fit_linear_head, forward_in_batches, head_metrics, labels_tensor
 from engine.training.strategies import apply_strategy, first_trainable_stage, parameter_groups, set_train_mode
 
-FROZEN_BATCH_SIZE = 16
 IMBALANCE_THRESHOLD = 3.0
 
 
@@ -136,6 +138,10 @@ class _Session:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.first_trainable = first_trainable_stage(self.model, self.config.strategy, self.config.unfreeze_stages)
         self.class_weights = self._class_weights()
+        weights_id = weights_identity(self.config.backbone, _opt_path(self.config.weights_file))
+        self.feature_cache = FeatureCache(self.config.backbone, weights_id, self.preprocessing, self.first_trainable)
+        self.frozen_batch_size = fastest_batch_size(self.model, range(self.first_trainable), self.preprocessing.crop,
+                                                    self.setup, f"{self.config.backbone}|{weights_id}")
         if resume:
             self._load_resume_state()
         else:
@@ -215,10 +221,23 @@ class _Session:
         return load
 
     def _frozen_features(self, items: tuple[ImageItem, ...], phase: str) -> torch.Tensor:
-        """Outputs of the frozen stages: computed once, reused for the head fit and every validation."""
-        return forward_in_batches(self.model, range(self.first_trainable), len(items), self._load_eval_batch(items),
-                                  self.setup, FROZEN_BATCH_SIZE, phase=phase, on_event=self.on_event,
-                                  control=self.control)
+        """Outputs of the frozen stages: computed once (or read from the feature cache), reused every epoch."""
+        if self.first_trainable == 0:  # nothing frozen: the "features" are the preprocessed images themselves
+            return self._load_eval_batch(items)(range(len(items))) if items else torch.empty(0)
+        hashes = [self.cache.content_hash(item.path) for item in items]
+        found = {h: f for h in set(hashes) if (f := self.feature_cache.load(h)) is not None}
+        missing = [i for i, h in enumerate(hashes) if h not in found]
+        if missing:
+            todo = tuple(items[i] for i in missing)
+            computed = forward_in_batches(self.model, range(self.first_trainable), len(todo),
+                                          self._load_eval_batch(todo), self.setup, self.frozen_batch_size,
+                                          phase=phase, on_event=self.on_event, control=self.control)
+            for i, features in zip(missing, computed, strict=True):
+                found[hashes[i]] = features.numpy()
+                self.feature_cache.save(hashes[i], found[hashes[i]])
+        self.on_event(Info(f"{phase}: {len(items) - len(missing)} of {len(items)} images from the feature cache, "
+                           f"{len(missing)} computed (batch size {self.frozen_batch_size})"))
+        return torch.from_numpy(np.stack([found[h] for h in hashes])) if items else torch.empty(0)
 
     def _embeddings_from_frozen(self, features: torch.Tensor, phase: str) -> torch.Tensor:
         stages = range(self.first_trainable, len(self.model.stages))
@@ -240,9 +259,12 @@ class _Session:
         with torch.no_grad():
             self.model.head[-1].weight.copy_(weight)
             self.model.head[-1].bias.copy_(bias)
-        train_loss, train_acc = head_metrics(train_embeddings @ weight.T + bias, train_targets, self.class_weights)
+        # Same loss definition as the fine-tune epochs, so the curves and the best-epoch choice compare like with like.
+        smoothing = self.config.label_smoothing
+        train_loss, train_acc = head_metrics(train_embeddings @ weight.T + bias, train_targets, self.class_weights,
+                                             smoothing)
         val_loss, val_acc = head_metrics(val_embeddings @ weight.T + bias,
-                                         labels_tensor(i.label for i in self.val_items), self.class_weights)
+                                         labels_tensor(i.label for i in self.val_items), self.class_weights, smoothing)
         seconds = time.perf_counter() - started
         self._end_epoch(0, "head", train_loss, train_acc, val_loss, val_acc, lr=0.0, seconds=seconds,
                         images=len(self.train_items), extra={"head_l2": l2}, optimizer=None, scheduler=None)
