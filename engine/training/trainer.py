@@ -35,7 +35,7 @@ from engine.events import (
     ignore_event,
 )
 from engine.events import Warning_ as WarningEvent
-from engine.images import normalize_crop
+from engine.images import ImageLoadError, normalize_crop
 from engine.preprocessing import Preprocessing
 from engine.training import run_folder as rf
 from engine.training.augment import build_train_transform
@@ -193,6 +193,8 @@ class _Session:
                                  self._dataset_summary(), self.start_epoch))
         status = "completed"
         try:
+            self.train_items = self._drop_unreadable(self.train_items)
+            self.val_items = self._drop_unreadable(self.val_items)
             self.val_features = self._frozen_features(self.val_items, "features (validation)")
             if self.start_epoch == 0:
                 self._quick_head()
@@ -273,25 +275,33 @@ class _Session:
         apply_strategy(self.model, self.first_trainable)
         optimizer = self._optimizer()
         transform = build_train_transform(self.config.augment, self.preprocessing)
-        steps_per_epoch = max(1, -(-len(self.train_items) // self.config.batch_size))
-        scheduler = warmup_cosine(optimizer, int(self.config.warmup_epochs * steps_per_epoch),
-                                  epochs * steps_per_epoch)
+        scheduler = self._scheduler(optimizer, epochs, self.config.batch_size)
         scaler = torch.amp.GradScaler("cuda") if self.setup.use_scaler else None
         if self.checkpoint is not None and self.checkpoint.get("optimizer"):
             optimizer.load_state_dict(self.checkpoint["optimizer"])
             scheduler.load_state_dict(self.checkpoint["scheduler"])
+        self.batch_size = self.config.batch_size
         loss_fn = cross_entropy(self.class_weights, self.config.label_smoothing)
         val_targets = labels_tensor(i.label for i in self.val_items)
         phase = "full" if self.config.strategy == "full" else "fine-tune"
         for epoch in range(max(1, self.start_epoch), epochs + 1):
             self.on_event(EpochStarted(epoch, epochs, phase))
-            batches = self._train_batches(transform, epoch)
-            stats = train_one_epoch(
-                self.model, self.first_trainable, batches, optimizer, scheduler, loss_fn, self.setup,
-                lambda: set_train_mode(self.model, self.first_trainable, self.config.strategy == "full"),
-                epoch=epoch, batch_count=steps_per_epoch, grad_clip=self.config.grad_clip, scaler=scaler,
-                on_event=self.on_event, control=self.control,
-            )
+            self.train_items = self._drop_unreadable(self.train_items)
+            while True:
+                try:
+                    stats = train_one_epoch(
+                        self.model, self.first_trainable, self._train_batches(transform, epoch), optimizer,
+                        scheduler, loss_fn, self.setup,
+                        lambda: set_train_mode(self.model, self.first_trainable, self.config.strategy == "full"),
+                        epoch=epoch, batch_count=self._steps_per_epoch(self.batch_size),
+                        grad_clip=self.config.grad_clip, scaler=scaler, on_event=self.on_event,
+                        control=self.control,
+                    )
+                    break
+                except (torch.OutOfMemoryError, RuntimeError) as exc:
+                    if not _is_out_of_memory(exc):
+                        raise
+                    scheduler = self._recover_from_out_of_memory(optimizer, epochs, epoch)
             val_logits = logits_from_features(self.model, self.first_trainable, self.val_features, self.setup)
             val_loss, val_acc = head_metrics(val_logits, val_targets, self.class_weights,
                                              self.config.label_smoothing)
@@ -302,6 +312,43 @@ class _Session:
                 self.on_event(WarningEvent(
                     f"early stopping after epoch {epoch}: no validation improvement for {self.bad_epochs} epochs"))
                 break
+
+    def _steps_per_epoch(self, batch_size: int) -> int:
+        return max(1, -(-len(self.train_items) // batch_size))
+
+    def _scheduler(self, optimizer: torch.optim.Optimizer, epochs: int, batch_size: int):  # noqa: ANN202
+        steps = self._steps_per_epoch(batch_size)
+        return warmup_cosine(optimizer, int(self.config.warmup_epochs * steps), epochs * steps)
+
+    def _recover_from_out_of_memory(self, optimizer: torch.optim.Optimizer, epochs: int, epoch: int):  # noqa: ANN202
+        """Halve the batch size and redo the epoch from the last checkpoint; give up below batch size 1."""
+        if self.setup.device == "cuda":
+            torch.cuda.empty_cache()
+        if self.batch_size == 1:
+            raise RuntimeError(f"out of memory on {self.setup.description} even with batch size 1: choose a smaller "
+                               "backbone, fewer unfrozen stages, or --device cpu") from None
+        self.batch_size //= 2
+        self.on_event(WarningEvent(f"out of memory during epoch {epoch}: retrying it with batch size "
+                                   f"{self.batch_size}"))
+        last = load_checkpoint(self.run_dir / rf.LAST_FILE, self.setup.device)
+        self.model.load_state_dict(last["model"])
+        if last.get("optimizer"):
+            optimizer.load_state_dict(last["optimizer"])
+        scheduler = self._scheduler(optimizer, epochs, self.batch_size)
+        for _ in range((epoch - 1) * self._steps_per_epoch(self.batch_size)):
+            scheduler.step()
+        return scheduler
+
+    def _drop_unreadable(self, items: tuple[ImageItem, ...]) -> tuple[ImageItem, ...]:
+        """Skip, with a warning, files deleted or broken since the scan; the run goes on without them."""
+        kept = []
+        for item in items:
+            try:
+                self.cache.get(item.path)
+                kept.append(item)
+            except ImageLoadError as exc:
+                self.on_event(WarningEvent(f"skipped {exc.path}: {exc.reason} (changed since the scan)"))
+        return tuple(kept)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         groups = parameter_groups(self.model, self.first_trainable, self.config.lr, self.config.backbone_lr_factor)
@@ -314,13 +361,19 @@ class _Session:
         generator = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
         order = torch.randperm(len(self.train_items), generator=generator).tolist()
         torch.manual_seed(self.config.seed * 1000 + epoch)
-        size = self.config.batch_size
+        size = self.batch_size
         for start in range(0, len(order), size):
-            chosen = [self.train_items[i] for i in order[start:start + size]]
-            images = torch.stack([
-                transform(torch.from_numpy(np.array(self.cache.get(item.path))).permute(2, 0, 1)) for item in chosen
-            ])
-            yield images, labels_tensor(item.label for item in chosen)
+            images, labels = [], []
+            for item in (self.train_items[i] for i in order[start:start + size]):
+                try:
+                    pixels = np.array(self.cache.get(item.path))
+                except ImageLoadError as exc:
+                    self.on_event(WarningEvent(f"skipped {exc.path}: {exc.reason} (changed during training)"))
+                    continue
+                images.append(transform(torch.from_numpy(pixels).permute(2, 0, 1)))
+                labels.append(item.label)
+            if images:
+                yield torch.stack(images), labels_tensor(labels)
 
     def _end_epoch(self, epoch: int, phase: str, train_loss: float, train_acc: float, val_loss: float,
                    val_acc: float, *, lr: float, seconds: float, images: int, extra: dict[str, Any],
@@ -366,6 +419,11 @@ class _Session:
         document = evaluation_document(self.labels, splits["validation"], splits.get("test"))
         write_json_atomic(self.run_dir / rf.EVALUATION_FILE, document)
         return document
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA raises torch.OutOfMemoryError; MPS raises a RuntimeError that says so."""
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 def _opt_path(value: str | None) -> Path | None:

@@ -135,3 +135,61 @@ def test_edited_run_file_is_refused(trained_run: Path, tmp_path: Path) -> None:
     (copy / rf.RUN_FILE).write_text(json.dumps(document))
     with pytest.raises(rf.RunFolderError, match="refused"):
         evaluate_run(copy)
+
+
+def _inject_out_of_memory(monkeypatch, above: int) -> None:  # noqa: ANN001
+    """Make the trainable top of the network fail like a GPU would for batches larger than ``above``."""
+    from engine.training import loop
+
+    real = loop.run_stages
+
+    def run_stages(model, stages, images):  # noqa: ANN001, ANN202
+        if torch.is_grad_enabled() and images.shape[0] > above:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(model, stages, images)
+
+    monkeypatch.setattr(loop, "run_stages", run_stages)
+
+
+def test_out_of_memory_halves_batch_size_and_continues(small_data: Path, tmp_path: Path, monkeypatch) -> None:
+    _inject_out_of_memory(monkeypatch, above=2)
+    events: list = []
+    result = train(small_data, tmp_path / "run", TrainConfig(epochs=2, batch_size=8, early_stopping=0),
+                   on_event=events.append)
+    assert result.status == "completed"
+    warnings = [e.message for e in events if type(e).__name__ == "Warning_" and "out of memory" in e.message]
+    assert warnings == ["out of memory during epoch 1: retrying it with batch size 4",
+                        "out of memory during epoch 1: retrying it with batch size 2"]
+    assert [m["epoch"] for m in rf.read_metrics(tmp_path / "run")] == [0, 1, 2]
+
+
+def test_out_of_memory_at_batch_size_one_stops_clearly(small_data: Path, tmp_path: Path, monkeypatch) -> None:
+    _inject_out_of_memory(monkeypatch, above=0)
+    with pytest.raises(RuntimeError, match="even with batch size 1"):
+        train(small_data, tmp_path / "run", TrainConfig(epochs=1, batch_size=2))
+    assert rf.read_run(tmp_path / "run").status == "failed"
+
+
+def test_files_deleted_after_the_scan_are_skipped_with_a_warning(small_data: Path, tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    import shutil
+
+    from engine.dataset import scan as scan_module
+
+    data = tmp_path / "data"
+    shutil.copytree(small_data, data)
+    victims = sorted((data / "circles").iterdir())[:2]
+    real_scan = scan_module.scan_dataset
+
+    def scan_then_delete(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        report = real_scan(*args, **kwargs)
+        for victim in victims:
+            victim.unlink()
+        return report
+
+    monkeypatch.setattr(trainer_module, "scan_dataset", scan_then_delete)
+    events: list = []
+    result = train(data, tmp_path / "run", TrainConfig(epochs=1, batch_size=4), on_event=events.append)
+    assert result.status == "completed"
+    skipped = {e.message.split(":")[0] for e in events if type(e).__name__ == "Warning_" and "skipped" in e.message}
+    assert skipped == {f"skipped {v}" for v in victims}
