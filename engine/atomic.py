@@ -19,6 +19,7 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a saved model or run should be shareable as usual
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -27,6 +28,16 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def _read_umask() -> int:
+    """Read once at import: os.umask can only be read by setting it, which is not thread-safe later."""
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+_UMASK = _read_umask()
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_EXPORT_FAILED = 1  # the exported model failed onnx.checker or the parity check; nothing was written
 
 
 class UsageError(Exception):
@@ -41,9 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _is_bad_input(exc: Exception) -> bool:
     from engine.backbones.weights import WeightsUnavailableError
     from engine.images import ImageLoadError
+    from engine.training.checkpoints import CheckpointError
 
-    bad_input = (ValueError, UsageError, WeightsUnavailableError, ImageLoadError, FileNotFoundError, FileExistsError,
-                 NotADirectoryError)
+    bad_input = (ValueError, UsageError, WeightsUnavailableError, ImageLoadError, CheckpointError, FileNotFoundError,
+                 FileExistsError, NotADirectoryError)
     return isinstance(exc, bad_input)
 
 
@@ -84,15 +86,32 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", type=Path, help="another folder with the same classes")
     evaluate.set_defaults(handler=_evaluate)
 
-    demo = commands.add_parser("demo", help="generate sample data, train, evaluate: does it all work?")
+    export = commands.add_parser("export", help="export a trained run to ONNX, checked against PyTorch")
+    export.add_argument("run", type=Path)
+    export.add_argument("--out", type=Path, default=None, help="the .onnx file to write (default RUN/model.onnx)")
+    export.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    export.add_argument("--quantize", choices=("int8",), default=None,
+                        help="also write a smaller int8 model (<out>.int8.onnx) with its own parity figures")
+    export.set_defaults(handler=_export)
+
+    predict = commands.add_parser("predict", help="classify images with an exported model (no PyTorch needed)")
+    predict.add_argument("model", type=Path, help="an .onnx file written by 'transfer-studio export'")
+    predict.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    predict.add_argument("--output", type=Path, default=None, help="write the results here instead of stdout")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    predict.set_defaults(handler=_predict)
+
+    demo = commands.add_parser("demo", help="generate sample data, train, evaluate, export, predict")
     demo.add_argument("--out", type=Path, default=None, help="folder for the data and the run")
     demo.set_defaults(handler=_demo)
     return parser
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
-    from engine.training.augment import AUGMENT_PRESETS
-    from engine.training.config import DEVICES, STRATEGIES, TrainConfig
+    from engine.training.config import AUGMENT_PRESETS, DEVICES, STRATEGIES, TrainConfig
 
     d = TrainConfig()
     parser.add_argument("--backbone", default=d.backbone)
@@ -213,6 +232,106 @@ def _evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _export(args: argparse.Namespace) -> int:
+    from engine.console import ConsoleProgress
+    from engine.control import Cancelled
+    from engine.export import ExportError, export_onnx
+
+    try:
+        result = _with_cancel_on_sigint(lambda control: export_onnx(
+            args.run, args.out, opset=args.opset, quantize=args.quantize, on_event=ConsoleProgress(), control=control))
+    except ExportError as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
+        return EXIT_EXPORT_FAILED
+    except Cancelled:
+        print("export stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    _print_export(result)
+    return EXIT_OK
+
+
+def _print_export(result) -> None:  # noqa: ANN001 - an engine.export.ExportResult (imported lazily)
+    def figures(parity: dict) -> str:
+        return (f"max |logit difference| {parity['max_abs_diff']:.2e}, top-1 agreement "
+                f"{parity['top1_agreement']:.1%} on {parity['images']} images")
+
+    print(f"exported {result.path} ({result.size_bytes / 1e6:.1f} MB) in {result.seconds:.1f} s")
+    print(f"  onnxruntime vs PyTorch: {figures(result.parity)}")
+    if result.quantized_path:
+        size = Path(result.quantized_path).stat().st_size
+        print(f"  int8 model {result.quantized_path} ({size / 1e6:.1f} MB): {figures(result.quantized_parity)}")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import time
+
+    from engine.atomic import write_bytes_atomic
+    from engine.console import ConsoleProgress
+    from engine.control import Cancelled
+    from engine.predict import Predictor, expand_inputs
+
+    if args.top_k < 1 or args.batch_size < 1:
+        raise UsageError("--top-k and --batch-size must be at least 1")
+    predictor = Predictor(args.model, device=args.device)
+    files, missing = expand_inputs(args.paths)
+    if not files:
+        raise UsageError("no images to predict: " + "; ".join(f"{e.path}: {e.error}" for e in missing))
+    started = time.perf_counter()
+    try:
+        predictions = _with_cancel_on_sigint(lambda control: predictor.predict_paths(
+            files, top_k=args.top_k, batch_size=args.batch_size, on_event=ConsoleProgress(), control=control))
+    except Cancelled:
+        print("prediction stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    seconds = time.perf_counter() - started
+    rows = predictions + missing
+    top_k = min(args.top_k, len(predictor.info.labels))
+    text = {"table": _prediction_table, "csv": _prediction_csv, "json": _prediction_json}[args.format](rows, top_k)
+    if args.output:
+        write_bytes_atomic(args.output, text.encode("utf-8"))
+    else:
+        sys.stdout.write(text)
+    failed = sum(p.error is not None for p in rows)
+    print(f"{len(files)} images in {seconds:.1f} s ({len(files) / max(seconds, 1e-9):.0f} img/s, "
+          f"{predictor.provider}); {failed} could not be read" + (f"; results in {args.output}" if args.output else ""),
+          file=sys.stderr)
+    return EXIT_OK
+
+
+def _prediction_table(predictions: list, top_k: int) -> str:
+    """file, top label, confidence and the runners-up; unreadable files show their error instead."""
+    width = min(60, max([len("file"), *(len(p.path) for p in predictions)]))
+    label_width = max([len("label"), *(len(p.label) for p in predictions if p.label)])
+    lines = [f"{'file':<{width}}  {'label':<{label_width}}  confidence  runners-up"]
+    for p in predictions:
+        if p.error is not None:
+            lines.append(f"{p.path:<{width}}  error: {p.error}")
+            continue
+        runners_up = ", ".join(f"{label} {prob:.1%}" for label, prob in p.top_k[1:top_k])
+        lines.append(f"{p.path:<{width}}  {p.label:<{label_width}}  {p.confidence:>10.1%}  {runners_up}".rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _prediction_csv(predictions: list, top_k: int) -> str:
+    """One row per image: path, label, confidence, top2_label, top2_probability, ..., error."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "label", "confidence",
+                     *(f"top{k}_{field}" for k in range(2, top_k + 1) for field in ("label", "probability")), "error"])
+    for p in predictions:
+        ranked = [cell for label, prob in p.top_k[:top_k] for cell in (label, f"{prob:.6f}")]
+        ranked += [""] * (2 * top_k - len(ranked))
+        writer.writerow([p.path, *ranked, p.error or ""])
+    return buffer.getvalue()
+
+
+def _prediction_json(predictions: list, _top_k: int) -> str:
+    return json.dumps([p.to_dict() for p in predictions], indent=2, ensure_ascii=False) + "\n"
+
+
 def _demo(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -229,7 +348,33 @@ def _demo(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     _print_evaluation(result.evaluation)
     print(f"demo run saved in {out / 'run'}")
+
+    from engine.export import export_onnx
+    from engine.predict import Predictor
+
+    exported = export_onnx(out / "run", on_event=ConsoleProgress())
+    _print_export(exported)
+    predictor = Predictor(exported.path)
+    images = _demo_images(out / "predict", predictor.info.labels)
+    print(f"\n== predictions of {exported.path} on new generated images ({predictor.provider}) ==")
+    print(_prediction_table(predictor.predict_paths(images, top_k=2), 2), end="")
     return EXIT_OK
+
+
+def _demo_images(folder: Path, labels: Sequence[str], per_class: int = 2) -> list[Path]:
+    """Fresh sample images (seeds the training data never used), named after the class they show."""
+    import numpy as np
+
+    from engine.dataset.sample_data import render_sample_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, label in enumerate(labels):
+        for copy in range(per_class):
+            path = folder / f"{label}_{copy}.jpg"
+            render_sample_image(label, np.random.default_rng(10_000 + index * per_class + copy), 160).save(path)
+            paths.append(path)
+    return paths
 
 
 if __name__ == "__main__":

@@ -13,8 +13,7 @@ import torch
 from torchvision.transforms import v2
 
 from engine.preprocessing import Preprocessing
-
-AUGMENT_PRESETS = ("none", "light", "standard", "strong")
+from engine.training.config import AUGMENT_PRESETS
 
 
 def build_train_transform(

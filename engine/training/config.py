@@ -11,6 +11,7 @@ STRATEGIES = ("feature-extract", "fine-tune", "full")
 OPTIMIZERS = ("adamw", "sgd")
 CLASS_WEIGHTING = ("auto", "on", "off")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+AUGMENT_PRESETS = ("none", "light", "standard", "strong")  # built in engine.training.augment
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +42,6 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         get_backbone(self.backbone)
-        from engine.training.augment import AUGMENT_PRESETS
-
         checks = [
             (self.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),

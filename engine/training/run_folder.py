@@ -21,6 +21,7 @@ BEST_FILE = "best.pt"
 LAST_FILE = "last.pt"
 EVALUATION_FILE = "evaluation.json"
 SCAN_REPORT_FILE = "scan_report.json"
+MODEL_FILE = "model.onnx"  # where export writes by default
 RUN_FORMAT = 1
 
 

@@ -92,8 +92,11 @@ def train(
         session.prepare(resume)
         run_file_written = True
         return session.run()
-    except Cancelled:
-        raise AssertionError("unreachable: cancellation is handled inside the session") from None
+    except Cancelled:  # stopped while scanning or building the model: nothing worth resuming was written
+        if run_file_written:
+            rf.update_run_file(run_dir, status="cancelled")
+        on_event(RunFinished(str(run_dir), "cancelled", -1, 0.0, 0))
+        return TrainResult(str(run_dir), "cancelled", -1, 0.0, 0, None)
     except Exception as exc:
         if run_file_written:
             rf.update_run_file(run_dir, status="failed", error=str(exc))

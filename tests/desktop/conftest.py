@@ -1,3 +1,80 @@
 import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import gc
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QCoreApplication, QEvent, QMimeData, QPointF, QSettings, Qt, QUrl
+from PySide6.QtGui import QDropEvent
+from PySide6.QtWidgets import QMessageBox, QWidget
+
+from desktop.main_window import MainWindow
+from desktop.settings import AppSettings
+
+Find = Callable[..., QWidget]
+Drop = Callable[[QWidget, Sequence[Path]], None]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> AppSettings:
+    return AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+
+
+@pytest.fixture
+def make_window(qtbot, settings: AppSettings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], MainWindow]]:
+    """Create real main windows; at the end each is closed (every worker thread must stop) and deleted."""
+    windows: list[MainWindow] = []
+
+    def make() -> MainWindow:
+        windows.append(MainWindow(settings))
+        return windows[-1]
+
+    yield make
+    monkeypatch.setattr(QMessageBox, "question", lambda *_args, **_kwargs: QMessageBox.StandardButton.Yes)
+    for main in windows:
+        main.close()
+        qtbot.waitUntil(lambda main=main: not any(r.running for r in main.runners.values()), timeout=120_000)
+        main.deleteLater()
+    windows.clear()
+    # Delete them now, not during a later test's event processing.
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    gc.collect()
+
+
+@pytest.fixture
+def window(qtbot, make_window: Callable[[], MainWindow]) -> MainWindow:
+    """The real main window, shown."""
+    main = make_window()
+    main.show()
+    qtbot.waitExposed(main)
+    return main
+
+
+@pytest.fixture
+def find(window: MainWindow) -> Find:
+    """The window's child widget with this objectName (asserts that it exists)."""
+
+    def find_child(name: str, kind: type = QWidget) -> QWidget:
+        widget = window.findChild(kind, name)
+        assert widget is not None, f"no {kind.__name__} named {name!r}"
+        return widget
+
+    return find_child
+
+
+@pytest.fixture
+def drop() -> Drop:
+    """Drop files on a widget the way a file manager does."""
+
+    def drop_files(target: QWidget, paths: Sequence[Path]) -> None:
+        mime = QMimeData()
+        mime.setUrls([QUrl.fromLocalFile(str(path)) for path in paths])
+        event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                           Qt.KeyboardModifier.NoModifier)
+        target.dropEvent(event)
+        assert event.isAccepted()
+
+    return drop_files

@@ -193,3 +193,17 @@ def test_files_deleted_after_the_scan_are_skipped_with_a_warning(small_data: Pat
     assert result.status == "completed"
     skipped = {e.message.split(":")[0] for e in events if type(e).__name__ == "Warning_" and "skipped" in e.message}
     assert skipped == {f"skipped {v}" for v in victims}
+
+
+def test_cancel_while_scanning_ends_cancelled_without_a_run(small_data: Path, tmp_path: Path) -> None:
+    control, events = RunControl(), []
+
+    def sink(event: object) -> None:
+        events.append(event)
+        if type(event).__name__ == "Progress" and event.phase == "validating":
+            control.cancel()
+
+    result = train(small_data, tmp_path / "run", TrainConfig(), on_event=sink, control=control)
+    assert result.status == "cancelled" and result.evaluation is None
+    assert isinstance(events[-1], RunFinished) and events[-1].status == "cancelled"
+    assert not (tmp_path / "run" / rf.RUN_FILE).exists()

@@ -1,0 +1,166 @@
+"""The engine work the GUI runs, as Jobs for a JobRunner.
+
+Engine modules that import torch or onnxruntime are imported inside the job functions, so they load on a
+worker thread the first time they are needed and the window appears without waiting for them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from desktop.thumbnails import load_thumbnail, thumbnail_strip
+from desktop.workers import Job
+from engine.control import RunControl
+from engine.dataset.report import ScanReport
+from engine.events import EventSink
+from engine.training import run_folder as rf
+
+STRIP_IMAGES = 6
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    report: ScanReport
+    strips: dict[str, np.ndarray | None]  # class name -> thumbnail strip
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    name: str
+    family: str
+    parameters: int
+    size_mb: float
+    weights: str  # "bundled" | "cached" | "download"
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """What the train page can only learn with torch loaded: the device and the backbones' details."""
+
+    device: str
+    backbones: tuple[BackboneInfo, ...]
+    augment_presets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """A run folder as the pages show it."""
+
+    run_dir: Path
+    run: dict[str, Any]  # run.json
+    metrics: list[dict[str, Any]]
+    evaluation: dict[str, Any] | None
+    model_path: Path | None  # model.onnx in the run folder, if exported
+
+    @property
+    def resumable(self) -> bool:
+        return self.run.get("status") in ("cancelled", "failed", "running") and (self.run_dir / rf.LAST_FILE).is_file()
+
+
+def scan(folder: Path, *, val_split: float, test_split: float, seed: int) -> Job:
+    def run(on_event: EventSink, control: RunControl) -> ScanResult:
+        from engine.dataset.scan import scan_dataset
+
+        report = scan_dataset(folder, val_fraction=val_split, test_fraction=test_split, seed=seed,
+                              on_event=on_event, control=control)
+        strips = {}
+        for label, name in enumerate(report.classes):
+            control.check()
+            strips[name] = thumbnail_strip([i.path for i in report.items if i.label == label][:STRIP_IMAGES])
+        return ScanResult(report, strips)
+
+    return Job(f"Scanning {folder}", run)
+
+
+def sample_data(out_dir: Path) -> Job:
+    def run(on_event: EventSink, control: RunControl) -> Path:
+        from engine.dataset.sample_data import generate_sample_dataset
+
+        return generate_sample_dataset(out_dir, on_event=on_event, control=control)
+
+    return Job("Generating the sample dataset", run)
+
+
+def training_options() -> Job:
+    def run(_on_event: EventSink, _control: RunControl) -> TrainingOptions:
+        from engine.backbones.registry import list_backbones
+        from engine.training.config import AUGMENT_PRESETS
+        from engine.training.device import resolve_device
+
+        backbones = tuple(BackboneInfo(s.name, s.family, s.parameters(), s.file_size_mb(), s.weights_state())
+                          for s in list_backbones())
+        return TrainingOptions(resolve_device("auto").description, backbones, tuple(AUGMENT_PRESETS))
+
+    return Job("Detecting the compute device", run)
+
+
+def train(data_dir: Path | None, run_dir: Path, options: dict[str, Any] | None, *, resume: bool = False) -> Job:
+    """``options`` are TrainConfig fields, validated on the worker (TrainConfig imports torch to check them)."""
+
+    def run(on_event: EventSink, control: RunControl) -> Any:
+        from engine.training.config import TrainConfig
+        from engine.training.trainer import train as train_run
+
+        config = TrainConfig(**options) if options is not None else None
+        return train_run(data_dir, run_dir, config, resume=resume, on_event=on_event, control=control)
+
+    return Job(f"{'Resuming' if resume else 'Training'} {run_dir.name}", run)
+
+
+def read_run(run_dir: Path) -> Job:
+    def run(_on_event: EventSink, _control: RunControl) -> RunSnapshot:
+        info = rf.read_run(run_dir)
+        evaluation_file = run_dir / rf.EVALUATION_FILE
+        evaluation = json.loads(evaluation_file.read_text(encoding="utf-8")) if evaluation_file.is_file() else None
+        model = run_dir / rf.MODEL_FILE
+        return RunSnapshot(run_dir, info.raw, rf.read_metrics(run_dir), evaluation, model if model.is_file() else None)
+
+    return Job(f"Opening run {run_dir.name}", run)
+
+
+def export(run_dir: Path, out: Path | None = None, *, quantize: str | None = None) -> Job:
+    def run(on_event: EventSink, control: RunControl) -> Any:
+        from engine.export import export_onnx
+
+        return export_onnx(run_dir, out, quantize=quantize, on_event=on_event, control=control)
+
+    return Job(f"Exporting {run_dir.name} to ONNX", run)
+
+
+def load_predictor(model_path: Path) -> Job:
+    def run(_on_event: EventSink, _control: RunControl) -> Any:
+        from engine.predict import Predictor
+
+        return Predictor(model_path)
+
+    return Job(f"Loading {model_path.name}", run)
+
+
+def predict(predictor: Any, inputs: Sequence[Path]) -> Job:
+    """Expand folders, classify every image, and keep one result per input file (errors included)."""
+
+    def run(on_event: EventSink, control: RunControl) -> list[Any]:
+        from engine.predict import expand_inputs
+
+        paths, errors = expand_inputs(list(inputs))
+        predictions = predictor.predict_paths(paths, top_k=3, on_event=on_event, control=control) if paths else []
+        return [*predictions, *errors]
+
+    return Job(f"Classifying {len(inputs)} item(s)", run)
+
+
+def thumbnails(paths: Sequence[str]) -> Job:
+    def run(_on_event: EventSink, control: RunControl) -> dict[str, np.ndarray | None]:
+        result = {}
+        for path in paths:
+            control.check()
+            result[path] = load_thumbnail(path)
+        return result
+
+    return Job(f"Loading {len(paths)} thumbnail(s)", run)

@@ -1,0 +1,285 @@
+"""Evaluate page: a run's metrics, confusion matrix and most confident mistakes; ONNX export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, QUrl, Signal, Slot
+from PySide6.QtGui import QDesktopServices, QFont, QStandardItem, QStandardItemModel
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop import jobs
+from desktop.jobs import RunSnapshot
+from desktop.settings import AppSettings
+from desktop.widgets.confusion_matrix import ConfusionMatrixView
+from desktop.widgets.image_table import ImageTable
+from desktop.workers import Job, JobRunner
+from engine.evaluation.metrics import mistakes
+from engine.events import Progress
+from engine.training.run_folder import BEST_FILE
+
+MAX_THUMBNAILS = 500
+SPLIT_NAMES = {"validation": "Validation", "test": "Test"}
+
+
+def _number(value: float | int | None, *, percent: bool = False) -> QStandardItem:
+    text = "" if value is None else f"{value:.1%}" if percent else f"{value:.3f}" if isinstance(value, float) \
+        else str(value)
+    item = QStandardItem(text)
+    item.setEditable(False)
+    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+    return item
+
+
+def _name(text: str, *, bold: bool = False) -> QStandardItem:
+    item = QStandardItem(text)
+    item.setEditable(False)
+    if bold:
+        font = QFont()
+        font.setBold(True)
+        item.setFont(font)
+    return item
+
+
+def _parity_text(parity: dict[str, Any] | None) -> str:
+    if not parity:
+        return "not checked against PyTorch"
+    return (f"matches PyTorch: max |Δ| {parity.get('max_abs_diff', float('nan')):.1e}, top-1 agreement "
+            f"{parity.get('top1_agreement', float('nan')):.1%} on {parity.get('images', '?')} images")
+
+
+class EvaluatePage(QWidget):
+    run_opened = Signal(object)  # RunSnapshot
+    model_exported = Signal(object)  # Path of the .onnx file
+
+    def __init__(self, runner: JobRunner, settings: AppSettings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("evaluatePage")
+        self.runner, self.settings = runner, settings
+        self.snapshot: RunSnapshot | None = None
+        self._open_job: Job | None = None
+        self._export_job: Job | None = None
+        self._thumbnail_job: Job | None = None
+
+        self.run_label = QLabel("No run yet: train a model, or open a run folder (File → Open run…).",
+                                objectName="evaluateRunLabel")
+        self.run_label.setWordWrap(True)
+        self.run_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.split_combo = QComboBox(objectName="splitCombo")
+        self.split_combo.currentIndexChanged.connect(self.on_split_changed)
+        self.export_button = QPushButton("Export ONNX model", objectName="exportButton")
+        self.export_button.setToolTip("Write model.onnx into the run folder and check it against PyTorch; "
+                                      "the Predict page then uses it (Ctrl+E)")
+        self.export_button.setShortcut("Ctrl+E")
+        self.export_button.clicked.connect(self.on_export_clicked)
+        self.quantize_check = QCheckBox("also int8", objectName="quantizeCheck")
+        self.quantize_check.setToolTip("Also write a smaller int8 model (model.int8.onnx), checked the same way")
+        self.folder_button = QPushButton("Show run folder", objectName="showRunFolderButton")
+        self.folder_button.clicked.connect(self.on_folder_clicked)
+        self.export_progress = QProgressBar(objectName="exportProgressBar")
+        self.export_progress.hide()
+        self.export_status = QLabel(objectName="exportStatusLabel")
+        self.export_status.setWordWrap(True)
+        self.export_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.summary = QLabel(objectName="summaryLabel")
+        self.summary.setWordWrap(True)
+
+        self.metrics_table = QTableView(objectName="metricsTable")
+        self.metrics = QStandardItemModel(0, 5, self.metrics_table)
+        self.metrics.setHorizontalHeaderLabels(["", "Precision", "Recall", "F1", "Support"])
+        self.metrics_table.setModel(self.metrics)
+        self.metrics_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.metrics_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.metrics_table.verticalHeader().setVisible(False)
+        self.metrics_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.metrics_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        self.confusion_view = ConfusionMatrixView()
+        self.confusion_view.setObjectName("confusionMatrixView")
+        self.mistakes_view = ImageTable(["True", "Predicted", "Confidence", "File"])
+        self.mistakes_view.setObjectName("mistakesView")
+        self.mistakes_view.setToolTip("Double-click to open the photo")
+        self.mistakes_box = QGroupBox("Misclassified images, most confident first")
+
+        header = QHBoxLayout()
+        header.addWidget(self.run_label, 1)
+        header.addWidget(QLabel("Split:"))
+        header.addWidget(self.split_combo)
+        header.addWidget(self.folder_button)
+        header.addWidget(self.export_button)
+        header.addWidget(self.quantize_check)
+        top = QSplitter(Qt.Orientation.Horizontal)
+        top.addWidget(self._group("Metrics", self.metrics_table))
+        top.addWidget(self._group("Confusion matrix (rows: true class, columns: predicted)", self.confusion_view))
+        QVBoxLayout(self.mistakes_box).addWidget(self.mistakes_view)
+        body = QSplitter(Qt.Orientation.Vertical)
+        body.addWidget(top)
+        body.addWidget(self.mistakes_box)
+        body.setSizes([320, 260])
+        layout = QVBoxLayout(self)
+        layout.addLayout(header)
+        layout.addWidget(self.export_progress)
+        layout.addWidget(self.export_status)
+        layout.addWidget(self.summary)
+        layout.addWidget(body, 1)
+
+        runner.progress.connect(self.on_progress)
+        runner.returned.connect(self.on_returned)
+        runner.failed.connect(self.on_failed)
+        runner.finished.connect(self.on_finished)
+        self._update_buttons()
+
+    @staticmethod
+    def _group(title: str, widget: QWidget) -> QGroupBox:
+        box = QGroupBox(title)
+        QVBoxLayout(box).addWidget(widget)
+        return box
+
+    def open_run(self, run_dir: Path) -> None:
+        self._open_job = self.runner.submit(jobs.read_run(Path(run_dir)))
+
+    def export(self, out: Path | None = None) -> None:
+        """Export the shown run (to ``out``, default ``model.onnx`` in the run folder) and check parity."""
+        if self.snapshot is None or self._export_job is not None:
+            return
+        quantize = "int8" if self.quantize_check.isChecked() else None
+        self._export_job = self.runner.submit(jobs.export(self.snapshot.run_dir, out, quantize=quantize))
+        self.export_status.setText("Exporting to ONNX and checking it against the PyTorch model…")
+        self.export_progress.setRange(0, 0)
+        self.export_progress.show()
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        has_weights = self.snapshot is not None and (self.snapshot.run_dir / BEST_FILE).is_file()
+        self.export_button.setEnabled(has_weights and self._export_job is None)
+        self.folder_button.setEnabled(self.snapshot is not None)
+
+    def show_snapshot(self, snapshot: RunSnapshot) -> None:
+        self.snapshot = snapshot
+        run = snapshot.run
+        best = run.get("best_val_accuracy")
+        best_text = ""
+        if isinstance(best, float) and best >= 0:
+            best_text = f", best epoch {run.get('best_epoch')} ({best:.1%})"
+        self.run_label.setText(f"<b>{snapshot.run_dir.name}</b> · {run.get('backbone', '?')} · "
+                               f"{run.get('status', '?')}{best_text}<br>{snapshot.run_dir}")
+        self.export_status.setText(f"Exported model: {snapshot.model_path}" if snapshot.model_path else "")
+        self.split_combo.blockSignals(True)
+        self.split_combo.clear()
+        for key, name in SPLIT_NAMES.items():
+            if snapshot.evaluation and key in snapshot.evaluation:
+                self.split_combo.addItem(name, key)
+        self.split_combo.blockSignals(False)
+        self._show_split()
+        self._update_buttons()
+
+    def _show_split(self) -> None:
+        key = self.split_combo.currentData()
+        evaluation = self.snapshot.evaluation if self.snapshot else None
+        self.metrics.removeRows(0, self.metrics.rowCount())
+        self.mistakes_view.clear_rows()
+        if not evaluation or key is None:
+            self.confusion_view.set_matrix([], [])
+            self.summary.setText("This run has no evaluation: it was stopped before it finished. Resume it on the "
+                                 "Train page." if self.snapshot else "")
+            return
+        split = evaluation[key]
+        self._fill_metrics(split)
+        self.confusion_view.set_matrix(evaluation["labels"], split["confusion_matrix"])
+        top_k = ", ".join(f"top-{k} {v:.1%}" for k, v in split.get("top_k_accuracy", {}).items() if k != "1")
+        correct = round(split["accuracy"] * split["count"])
+        self.summary.setText(f"<b>{SPLIT_NAMES[key]}: {split['accuracy']:.1%} accuracy</b> ({correct} of "
+                             f"{split['count']} images) · balanced accuracy {split['balanced_accuracy']:.1%}"
+                             + (f" · {top_k}" if top_k else ""))
+        wrong = mistakes(split)
+        name = SPLIT_NAMES[key].lower()
+        self.mistakes_box.setTitle(f"Misclassified {name} images, most confident first ({len(wrong)})" if wrong
+                                   else f"Misclassified {name} images: none, every image was classified correctly")
+        for mistake in wrong:
+            self.mistakes_view.add_row(mistake["path"], [mistake["true"], mistake["predicted"],
+                                                         _number(mistake["confidence"], percent=True),
+                                                         Path(mistake["path"]).name])
+        if wrong:
+            self._thumbnail_job = self.runner.submit(jobs.thumbnails([m["path"] for m in wrong[:MAX_THUMBNAILS]]))
+
+    def _fill_metrics(self, split: dict[str, Any]) -> None:
+        for row in split["per_class"]:
+            self.metrics.appendRow([_name(row["label"]), _number(row["precision"]), _number(row["recall"]),
+                                    _number(row["f1"]), _number(row["support"])])
+        macro = split["macro"]
+        self.metrics.appendRow([_name("accuracy", bold=True), _number(None), _number(None),
+                                _number(split["accuracy"]), _number(split["count"])])
+        self.metrics.appendRow([_name("macro average", bold=True), _number(macro["precision"]),
+                                _number(macro["recall"]), _number(macro["f1"]), _number(split["count"])])
+        self.metrics.appendRow([_name("balanced accuracy", bold=True), _number(None),
+                                _number(split["balanced_accuracy"]), _number(None), _number(split["count"])])
+
+    @Slot(int)
+    def on_split_changed(self, _index: int) -> None:
+        self._show_split()
+
+    @Slot()
+    def on_export_clicked(self) -> None:
+        self.export()
+
+    @Slot()
+    def on_folder_clicked(self) -> None:
+        if self.snapshot is not None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.snapshot.run_dir)))
+
+    @Slot(object)
+    def on_progress(self, event: Progress) -> None:
+        if self._export_job is not None and self.runner.current is self._export_job:
+            self.export_progress.setRange(0, max(event.total, 1))
+            self.export_progress.setValue(event.done)
+            self.export_progress.setFormat(f"{event.phase}: %v / %m")
+
+    @Slot(object, object)
+    def on_returned(self, job: Job, result: Any) -> None:
+        if job is self._open_job:
+            self.show_snapshot(result)
+            self.run_opened.emit(result)
+        elif job is self._thumbnail_job:
+            self.mistakes_view.set_thumbnails(result)
+        elif job is self._export_job:
+            self._show_export(result)
+
+    def _show_export(self, result: Any) -> None:
+        lines = [f"Saved <b>{result.path}</b> ({result.size_bytes / 1e6:.1f} MB, {result.seconds:.1f} s) · "
+                 f"{_parity_text(result.parity)}. The Predict page now uses it."]
+        if result.quantized_path:
+            lines.append(f"int8 model: {result.quantized_path} · {_parity_text(result.quantized_parity)}")
+        self.export_status.setText("<br>".join(lines))
+        path = Path(result.path)
+        if self.snapshot is not None and path.parent == self.snapshot.run_dir:
+            self.snapshot = RunSnapshot(self.snapshot.run_dir, self.snapshot.run, self.snapshot.metrics,
+                                        self.snapshot.evaluation, path)
+        self.model_exported.emit(path)
+
+    @Slot(object, str, str)
+    def on_failed(self, job: Job, message: str, _details: str) -> None:
+        if job is self._export_job:
+            self.export_status.setText(f"Export failed: {message}")
+        elif job is self._open_job:
+            self.run_label.setText(f"Could not open the run: {message}")
+
+    @Slot(object)
+    def on_finished(self, job: Job) -> None:
+        if job is self._export_job:
+            self._export_job = None
+            self.export_progress.hide()
+            self._update_buttons()

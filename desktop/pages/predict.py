@@ -1,0 +1,246 @@
+"""Predict page: load an ONNX model once, classify dropped photos and folders on the worker, save a CSV."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtGui import QStandardItem
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QStyle,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop import jobs
+from desktop.settings import AppSettings
+from desktop.widgets.drop_area import DropArea
+from desktop.widgets.image_table import ImageTable
+from desktop.widgets.probability_bars import TOP_K_ROLE, ProbabilityBarsDelegate
+from desktop.workers import Job, JobRunner
+from engine.events import Progress
+from engine.images import IMAGE_EXTENSIONS
+
+PHOTO_FILTER = f"Images ({' '.join(f'*{ext}' for ext in sorted(IMAGE_EXTENSIONS))});;All files (*)"
+
+
+class PredictPage(QWidget):
+    model_loaded = Signal(object)  # Path
+
+    def __init__(self, runner: JobRunner, settings: AppSettings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("predictPage")
+        self.runner, self.settings = runner, settings
+        self.predictor: Any = None  # engine.predict.Predictor, created once per model on the worker
+        self.results: list[Any] = []  # engine.predict.Prediction, in table order
+        self._load_job: Job | None = None
+        self._predict_jobs: set[Job] = set()
+        self._thumbnail_jobs: set[Job] = set()
+        self._waiting: list[Path] = []  # dropped while the model was still loading
+
+        self.model_edit = QLineEdit(objectName="modelPathEdit")
+        self.model_edit.setReadOnly(True)
+        self.model_edit.setAcceptDrops(False)
+        self.model_edit.setPlaceholderText("Export a model on the Evaluate page, or open an .onnx file")
+        open_model = QPushButton("Open model…", objectName="openModelButton")
+        open_model.clicked.connect(self.on_open_model_clicked)
+        self.model_info = QLabel(objectName="modelInfoLabel")
+        self.model_info.setWordWrap(True)
+        self.drop_area = DropArea("Drop photos or folders here (or anywhere on this page) to classify them")
+        self.drop_area.setObjectName("dropArea")
+        self.drop_area.paths_dropped.connect(self.on_paths_dropped)
+        add_photos = QPushButton("Add photos…", objectName="addPhotosButton")
+        add_photos.clicked.connect(self.on_add_photos_clicked)
+        add_folder = QPushButton("Add folder…", objectName="addFolderButton")
+        add_folder.clicked.connect(self.on_add_folder_clicked)
+        drop_buttons = QHBoxLayout()
+        drop_buttons.addStretch(1)
+        drop_buttons.addWidget(add_photos)
+        drop_buttons.addWidget(add_folder)
+        drop_buttons.addStretch(1)
+        self.drop_area.layout_.addLayout(drop_buttons)
+        self.progress = QProgressBar(objectName="predictProgressBar")
+        self.progress.hide()
+        self.status = QLabel(objectName="predictStatusLabel")
+        self.status.setWordWrap(True)
+        self.predictions_view = ImageTable(["File", "Top 3 predictions"])
+        self.predictions_view.setObjectName("predictionsView")
+        self.predictions_view.setItemDelegateForColumn(2, ProbabilityBarsDelegate(self.predictions_view))
+        self.predictions_view.horizontalHeader().resizeSection(1, 220)
+        self.save_button = QPushButton("Save results…", objectName="saveResultsButton")
+        self.save_button.clicked.connect(self.on_save_clicked)
+        self.clear_button = QPushButton("Clear", objectName="clearResultsButton")
+        self.clear_button.clicked.connect(self.on_clear_clicked)
+
+        model_row = QHBoxLayout()
+        model_row.addWidget(QLabel("Model:"))
+        model_row.addWidget(self.model_edit, 1)
+        model_row.addWidget(open_model)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.status, 1)
+        bottom.addWidget(self.clear_button)
+        bottom.addWidget(self.save_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(model_row)
+        layout.addWidget(self.model_info)
+        layout.addWidget(self.drop_area)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.predictions_view, 1)
+        layout.addLayout(bottom)
+
+        runner.progress.connect(self.on_progress)
+        runner.returned.connect(self.on_returned)
+        runner.failed.connect(self.on_failed)
+        runner.finished.connect(self.on_finished)
+        self._update_buttons()
+
+    # --- actions -----------------------------------------------------------------------------------
+    def load_model(self, path: Path) -> None:
+        """Create the predictor on the worker; it is reused for every prediction until another model loads."""
+        path = Path(path)
+        self.settings.remember_folder("model", path)
+        self.model_edit.setText(str(path))
+        self.model_info.setText("Loading the model…")
+        self._load_job = self.runner.submit(jobs.load_predictor(path))
+
+    def classify(self, paths: Sequence[Path]) -> None:
+        if not paths:
+            return
+        if self._load_job is not None:
+            self._waiting.extend(paths)
+            return
+        if self.predictor is None:
+            self.status.setText("Open a model first: export one on the Evaluate page, or use “Open model…”.")
+            return
+        self.settings.remember_folder("photos", Path(paths[0]))
+        self._predict_jobs.add(self.runner.submit(jobs.predict(self.predictor, list(paths))))
+        self.progress.setRange(0, 0)
+        self.progress.show()
+        self.status.setText(f"Classifying {len(paths)} item(s)…")
+
+    def save_results(self, path: Path) -> None:
+        with Path(path).open("w", newline="", encoding="utf-8") as file:
+            writer = csv.writer(file)
+            writer.writerow(["path", "predicted", "confidence", "top_3", "error"])
+            for prediction in self.results:
+                top = "; ".join(f"{label}: {probability:.4f}" for label, probability in prediction.top_k)
+                label = prediction.label if not prediction.error else ""
+                confidence = f"{prediction.confidence:.4f}" if not prediction.error else ""
+                writer.writerow([prediction.path, label, confidence, top, prediction.error or ""])
+        self.status.setText(f"Saved {len(self.results)} result(s) to {path}")
+
+    def _add_results(self, predictions: Sequence[Any]) -> None:
+        # A pixmap (not an icon) keeps its own size instead of the table's thumbnail size.
+        error_icon = self.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning).pixmap(16, 16)
+        for prediction in predictions:
+            cell = QStandardItem()
+            if prediction.error:
+                cell.setText(prediction.error)
+                cell.setData(error_icon, Qt.ItemDataRole.DecorationRole)
+            else:
+                cell.setData([(str(label), float(p)) for label, p in prediction.top_k], TOP_K_ROLE)
+                cell.setText(f"{prediction.label} ({prediction.confidence:.1%})")
+            self.predictions_view.add_row(str(prediction.path), [Path(prediction.path).name, cell])
+        self.results.extend(predictions)
+        paths = [str(p.path) for p in predictions if not p.error]
+        if paths:
+            self._thumbnail_jobs.add(self.runner.submit(jobs.thumbnails(paths)))
+        errors = sum(1 for p in predictions if p.error)
+        self.status.setText(f"{len(self.results)} result(s)" + (f", {errors} could not be read" if errors else ""))
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        self.save_button.setEnabled(bool(self.results))
+        self.clear_button.setEnabled(bool(self.results))
+
+    # --- slots -------------------------------------------------------------------------------------
+    @Slot(list)
+    def on_paths_dropped(self, paths: list[Path]) -> None:
+        models = [p for p in paths if p.suffix.lower() == ".onnx"]
+        if models:
+            self.load_model(models[0])
+        self.classify([p for p in paths if p.suffix.lower() != ".onnx"])
+
+    @Slot()
+    def on_open_model_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open an ONNX model", self.settings.last_folder("model"),
+                                              "ONNX models (*.onnx);;All files (*)")
+        if path:
+            self.load_model(Path(path))
+
+    @Slot()
+    def on_add_photos_clicked(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Photos to classify", self.settings.last_folder("photos"),
+                                                PHOTO_FILTER)
+        self.classify([Path(f) for f in files])
+
+    @Slot()
+    def on_add_folder_clicked(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "A folder of photos to classify",
+                                                  self.settings.last_folder("photos"))
+        if folder:
+            self.classify([Path(folder)])
+
+    @Slot()
+    def on_save_clicked(self) -> None:
+        default = str(Path(self.settings.last_folder("results")) / "predictions.csv")
+        path, _ = QFileDialog.getSaveFileName(self, "Save results", default, "CSV files (*.csv)")
+        if path:
+            self.settings.remember_folder("results", Path(path))
+            self.save_results(Path(path))
+
+    @Slot()
+    def on_clear_clicked(self) -> None:
+        self.results.clear()
+        self.predictions_view.clear_rows()
+        self.status.clear()
+        self._update_buttons()
+
+    @Slot(object)
+    def on_progress(self, event: Progress) -> None:
+        if self.runner.current in self._predict_jobs:
+            self.progress.setRange(0, max(event.total, 1))
+            self.progress.setValue(event.done)
+            self.progress.setFormat(f"{event.phase}: %v / %m")
+
+    @Slot(object, object)
+    def on_returned(self, job: Job, result: Any) -> None:
+        if job is self._load_job:
+            self.predictor = result
+            info = result.info
+            labels = ", ".join(info.labels)
+            self.model_info.setText(f"{len(info.labels)} classes: {labels} · backbone {info.backbone} · "
+                                    f"running on {result.provider}")
+            self.model_loaded.emit(Path(info.path))
+        elif job in self._predict_jobs:
+            self._add_results(result)
+        elif job in self._thumbnail_jobs:
+            self.predictions_view.set_thumbnails(result)
+
+    @Slot(object, str, str)
+    def on_failed(self, job: Job, message: str, _details: str) -> None:
+        if job is self._load_job:
+            self.predictor = None
+            self.model_info.setText(f"Could not load this model: {message}")
+        elif job in self._predict_jobs:
+            self.status.setText(f"Classification failed: {message}")
+
+    @Slot(object)
+    def on_finished(self, job: Job) -> None:
+        if job is self._load_job:
+            self._load_job = None
+            waiting, self._waiting = self._waiting, []
+            self.classify(waiting)
+        self._predict_jobs.discard(job)
+        self._thumbnail_jobs.discard(job)
+        if not self._predict_jobs:
+            self.progress.hide()

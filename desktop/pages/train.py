@@ -1,0 +1,392 @@
+"""Train page: training options, start/pause/stop, live loss and accuracy plots, progress and log."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer, Signal, Slot
+from PySide6.QtWidgets import (
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop import jobs, paths
+from desktop.jobs import RunSnapshot
+from desktop.pages.train_options import TrainOptionsForm
+from desktop.settings import AppSettings
+from desktop.training_history import TrainingHistory
+from desktop.widgets.log_view import LogView
+from desktop.widgets.plots import TRAIN_COLOR, VAL_COLOR, MetricPlot
+from desktop.workers import Job, JobRunner
+from engine.events import BatchProgress, EpochEnded, EpochStarted, Progress, RunFinished, RunStarted
+
+REDRAW_MS = 250
+
+
+def _epoch_line(record: Mapping[str, Any], epochs: int) -> str:
+    """The log line of one epoch, from an EpochEnded event or a metrics.jsonl record."""
+    name = "quick head" if record["epoch"] == 0 else f"epoch {record['epoch']}/{epochs}"
+    best = " · best so far" if record.get("is_best") else ""
+    return (f"{name}: train loss {record['train_loss']:.3f}, accuracy {record['train_accuracy']:.1%} · "
+            f"validation loss {record['val_loss']:.3f}, accuracy {record['val_accuracy']:.1%} · "
+            f"{record['seconds']:.1f} s{best}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class TrainPage(QWidget):
+    """Owns the training JobRunner's signals; the plots redraw from a timer, never per event."""
+
+    run_ended = Signal(object, str)  # run folder, status ("completed" | "cancelled" | "failed")
+
+    def __init__(self, runner: JobRunner, settings: AppSettings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("trainPage")
+        self.runner, self.settings = runner, settings
+        self.data_dir: Path | None = None
+        self.run_dir: Path | None = None
+        self.history = TrainingHistory()
+        self._train_job: Job | None = None
+        self._resumable: Path | None = None
+        self._epoch = (0, 0, "")  # current epoch, epochs, phase
+        self._epoch_seconds: float | None = None
+        self._dirty = False
+        self.options_form = TrainOptionsForm(settings)
+        self.dataset_label = QLabel("No dataset yet: open one on the Data page.", objectName="datasetLabel")
+        self.dataset_label.setWordWrap(True)
+        self.start_button = QPushButton("Start training", objectName="startButton")
+        self.start_button.setToolTip("Start a new run (Ctrl+R)")
+        self.start_button.setShortcut("Ctrl+R")
+        self.pause_button = QPushButton("Pause", objectName="pauseButton")
+        self.stop_button = QPushButton("Stop", objectName="stopButton")
+        self.stop_button.setToolTip("Stop after the current batch; the run is saved and can be resumed")
+        self.resume_button = QPushButton("Resume run", objectName="resumeButton")
+        self.resume_button.setToolTip("Continue the stopped run from its last finished epoch")
+        self.start_button.clicked.connect(self.on_start_clicked)
+        self.pause_button.clicked.connect(self.on_pause_clicked)
+        self.stop_button.clicked.connect(self.on_stop_clicked)
+        self.resume_button.clicked.connect(self.on_resume_clicked)
+        self.run_label = QLabel(objectName="runLabel")
+        self.run_label.setWordWrap(True)
+        self.run_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        self.progress = QProgressBar(objectName="progressBar")
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("Idle")
+        self.progress.setValue(0)
+        self.loss_plot = MetricPlot("Loss", "loss")
+        self.loss_plot.setObjectName("lossPlot")
+        self.loss_plot.add_curve("batch", "train (per batch, smoothed)", TRAIN_COLOR.lighter(150), width=1.0,
+                                 symbol=None, dashed=True)
+        self.loss_plot.add_curve("train", "train", TRAIN_COLOR)
+        self.loss_plot.add_curve("val", "validation", VAL_COLOR)
+        self.accuracy_plot = MetricPlot("Accuracy", "accuracy (%)", legend_offset=(-10, -10))
+        self.accuracy_plot.setObjectName("accuracyPlot")
+        self.accuracy_plot.add_curve("train", "train", TRAIN_COLOR)
+        self.accuracy_plot.add_curve("val", "validation", VAL_COLOR)
+        self.accuracy_plot.setYRange(0, 100, padding=0.02)
+        self.accuracy_plot.getPlotItem().enableAutoRange(y=False)
+        self.log_view = LogView()
+        self.log_view.setObjectName("logView")
+        self.redraw_timer = QTimer(self, interval=REDRAW_MS)
+        self.redraw_timer.timeout.connect(self.on_redraw_timer)
+
+        self._build_layout()
+        self._connect_runner()
+        self._update_buttons()
+
+    # --- layout ------------------------------------------------------------------------------------
+    def _build_layout(self) -> None:
+        options_box = QGroupBox("Training")
+        QVBoxLayout(options_box).addWidget(self.options_form)
+        dataset_box = QGroupBox("Dataset")
+        QVBoxLayout(dataset_box).addWidget(self.dataset_label)
+        buttons = QHBoxLayout()
+        for button in (self.start_button, self.pause_button, self.stop_button):
+            buttons.addWidget(button)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.addWidget(dataset_box)
+        left_layout.addWidget(options_box)
+        left_layout.addLayout(buttons)
+        left_layout.addWidget(self.resume_button)
+        left_layout.addWidget(self.run_label)
+        left_layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidget(left)
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(left.sizeHint().width() + 24)
+
+        plots = QSplitter(Qt.Orientation.Horizontal)
+        plots.addWidget(self.loss_plot)
+        plots.addWidget(self.accuracy_plot)
+        right_split = QSplitter(Qt.Orientation.Vertical)
+        right_split.addWidget(plots)
+        right_split.addWidget(self.log_view)
+        right_split.setSizes([420, 160])
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout.addWidget(self.progress)
+        right_layout.addWidget(right_split, 1)
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(scroll)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(1, 1)
+        QVBoxLayout(self).addWidget(splitter)
+
+    def _connect_runner(self) -> None:
+        runner = self.runner
+        runner.run_started.connect(self.on_run_started)
+        runner.progress.connect(self.on_progress)
+        runner.epoch_started.connect(self.on_epoch_started)
+        runner.batch_progress.connect(self.on_batch_progress)
+        runner.epoch_ended.connect(self.on_epoch_ended)
+        runner.info.connect(self.on_info)
+        runner.warning.connect(self.on_warning)
+        runner.run_finished.connect(self.on_run_finished)
+        runner.failed.connect(self.on_failed)
+        runner.aborted.connect(self.on_aborted)
+        runner.finished.connect(self.on_finished)
+        runner.paused_changed.connect(self.on_paused_changed)
+
+    # --- dataset and runs --------------------------------------------------------------------------
+    @property
+    def training(self) -> bool:
+        return self._train_job is not None
+
+    def set_dataset(self, folder: Path, summary: str) -> None:
+        self.data_dir = Path(folder)
+        self.dataset_label.setText(f"<b>{self.data_dir.name}</b><br>{summary}")
+        self.dataset_label.setToolTip(str(self.data_dir))
+        self._update_buttons()
+
+    def show_run(self, snapshot: RunSnapshot) -> None:
+        """Show an opened run's curves; a stopped run can be resumed from here."""
+        if self.training:
+            return
+        if snapshot.run_dir != self.run_dir or not self.history.epochs:  # keep the live curves and log of this run
+            self.history = TrainingHistory.from_metrics(snapshot.metrics)
+            self.options_form.set_options(snapshot.run.get("config", {}))
+            epochs = int(snapshot.run.get("config", {}).get("epochs", 0))
+            self.log_view.clear()
+            self.log_view.add_line(f"Opened {snapshot.run_dir}")
+            for record in snapshot.metrics:
+                self.log_view.add_line(_epoch_line(record, epochs))
+        self.run_dir = snapshot.run_dir
+        self._resumable = snapshot.run_dir if snapshot.resumable else None
+        self.run_label.setText(f"Run folder: {snapshot.run_dir} ({snapshot.run.get('status', '?')})")
+        self.progress.setFormat(f"Run {snapshot.run.get('status', '')}")
+        self._redraw()
+        self._update_buttons()
+
+    def start(self) -> None:
+        if self.training or self.data_dir is None:
+            return
+        options = self.options_form.options()
+        self.settings.set("train/options", options)
+        self.run_dir = paths.new_run_folder()
+        self.history = TrainingHistory()
+        self.log_view.clear()
+        self._begin(jobs.train(self.data_dir, self.run_dir, options))
+
+    def resume(self) -> None:
+        if self.training or self._resumable is None:
+            return
+        self.run_dir = self._resumable
+        self.log_view.add_line(f"Resuming {self.run_dir}")
+        self._begin(jobs.train(None, self.run_dir, None, resume=True))
+
+    def _begin(self, job: Job) -> None:
+        self._resumable = None
+        self._epoch, self._epoch_seconds = (0, 0, ""), None
+        self.run_label.setText(f"Run folder: {self.run_dir}")
+        self.progress.setRange(0, 0)
+        self.progress.setFormat("Preparing…")
+        self._dirty = True
+        self._redraw()
+        self._train_job = self.runner.submit(job)
+        self.redraw_timer.start()
+        self._update_buttons()
+
+    def stop(self) -> None:
+        if self.training:
+            self.runner.cancel()
+            self.progress.setFormat("Stopping…")
+            self._update_buttons()
+
+    def _discard_empty_run_folder(self) -> bool:
+        """Remove the new run folder when the run failed before writing anything to it."""
+        if self.run_dir is not None and self.run_dir.is_dir() and not any(self.run_dir.iterdir()):
+            self.run_dir.rmdir()
+            return True
+        return False
+
+    def _update_buttons(self) -> None:
+        stopping = self.training and self._train_job is not None and self._train_job.control.cancelled
+        self.start_button.setEnabled(not self.training and self.data_dir is not None)
+        self.pause_button.setEnabled(self.training and not stopping)
+        self.stop_button.setEnabled(self.training and not stopping)
+        self.pause_button.setText("Resume" if self.runner.paused and self.training else "Pause")
+        self.resume_button.setVisible(self._resumable is not None)
+        self.resume_button.setEnabled(not self.training and self._resumable is not None)
+        self.options_form.setEnabled(not self.training)
+
+    def _redraw(self) -> None:
+        h = self.history
+        self.loss_plot.set_curve("batch", h.batch_x, h.batch_loss)
+        self.loss_plot.set_curve("train", h.epochs, h.train_loss)
+        self.loss_plot.set_curve("val", h.epochs, h.val_loss)
+        self.accuracy_plot.set_curve("train", h.epochs, [100 * a for a in h.train_accuracy])
+        self.accuracy_plot.set_curve("val", h.epochs, [100 * a for a in h.val_accuracy])
+        self._dirty = False
+
+    # --- slots -------------------------------------------------------------------------------------
+    @Slot()
+    def on_start_clicked(self) -> None:
+        self.start()
+
+    @Slot()
+    def on_resume_clicked(self) -> None:
+        self.resume()
+
+    @Slot()
+    def on_stop_clicked(self) -> None:
+        self.stop()
+
+    @Slot()
+    def on_pause_clicked(self) -> None:
+        if self.runner.paused:
+            self.runner.resume()
+        else:
+            self.runner.pause()
+
+    @Slot(bool)
+    def on_paused_changed(self, paused: bool) -> None:
+        if self.training and not self._train_job.control.cancelled:
+            self.log_view.add_line("Paused" if paused else "Continuing")
+            if paused:
+                self.progress.setFormat("Paused (after the current batch)")
+        self._update_buttons()
+
+    @Slot()
+    def on_redraw_timer(self) -> None:
+        if self._dirty:
+            self._redraw()
+
+    @Slot(object)
+    def on_run_started(self, event: RunStarted) -> None:
+        if event.start_epoch:
+            self.history.truncate(event.start_epoch)
+            self._dirty = True
+        counts = event.dataset.get("counts", {})
+        train, val = (sum(counts.get(split, {}).values()) for split in ("train", "val"))
+        resumed = f", resuming at epoch {event.start_epoch}" if event.start_epoch else ""
+        self.log_view.add_line(f"Training {event.config['backbone']} ({event.config['strategy']}) on {event.device}: "
+                               f"{len(event.dataset.get('classes', []))} classes, {train} training and {val} "
+                               f"validation images{resumed}")
+
+    @Slot(object)
+    def on_progress(self, event: Progress) -> None:
+        if not self.training:
+            return
+        if event.done >= event.total and self._epoch[2] == "head":  # the head fit itself reports no steps
+            self.progress.setRange(0, 0)
+            self.progress.setFormat("Quick head: fitting the classifier on the features…")
+            return
+        self.progress.setRange(0, max(event.total, 1))
+        self.progress.setValue(event.done)
+        eta = f" · ETA {_duration(event.eta_seconds)}" if event.eta_seconds else ""
+        self.progress.setFormat(f"{event.phase}: {event.done}/{event.total}{eta}")
+
+    @Slot(object)
+    def on_epoch_started(self, event: EpochStarted) -> None:
+        self._epoch = (event.epoch, event.epochs, event.phase)
+
+    @Slot(object)
+    def on_batch_progress(self, event: BatchProgress) -> None:
+        self.history.add_batch(event.epoch, event.batch, event.batches, event.loss)
+        self._dirty = True
+        if self.runner.paused:
+            return
+        epochs = self._epoch[1] or event.epoch
+        per_epoch = self._epoch_seconds or event.eta_seconds / max(event.batches - event.batch, 1) * event.batches
+        eta = event.eta_seconds + (epochs - event.epoch) * per_epoch
+        self.progress.setRange(0, event.batches)
+        self.progress.setValue(event.batch)
+        self.progress.setFormat(f"Epoch {event.epoch}/{epochs} · batch {event.batch}/{event.batches} · "
+                                f"{event.images_per_second:.0f} img/s · ETA {_duration(eta)}")
+
+    @Slot(object)
+    def on_epoch_ended(self, event: EpochEnded) -> None:
+        self.history.add_epoch(event.epoch, event.train_loss, event.train_accuracy, event.val_loss,
+                               event.val_accuracy)
+        self._dirty = True
+        if event.epoch > 0:
+            self._epoch_seconds = event.seconds
+        self.log_view.add_line(_epoch_line(asdict(event), event.epochs))
+
+    @Slot(str)
+    def on_info(self, message: str) -> None:
+        if self.training:
+            self.log_view.add_line(message)
+
+    @Slot(str)
+    def on_warning(self, message: str) -> None:
+        self.log_view.add_line(message, warning=True)
+
+    @Slot(object)
+    def on_run_finished(self, event: RunFinished) -> None:
+        if event.status == "completed":
+            accuracy = event.summary.get("validation_accuracy", event.best_val_accuracy)
+            self.log_view.add_line(f"Finished: best epoch {event.best_epoch} of 0–{event.epochs_run - 1}, validation "
+                                   f"accuracy {accuracy:.1%}. See the Evaluate page.")
+        else:
+            self._resumable = Path(event.run_dir)
+            self.log_view.add_line("Stopped: the run is saved; press “Resume run” to continue it.")
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if event.status == "completed" else 0)
+        self.progress.setFormat(f"Run {event.status}")
+        self.run_ended.emit(Path(event.run_dir), event.status)
+
+    @Slot(object, str, str)
+    def on_failed(self, job: Job, message: str, _details: str) -> None:
+        if job is self._train_job:
+            self.log_view.add_line(f"Training failed: {message}", warning=True)
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+            self.progress.setFormat("Failed")
+            if self.run_dir is not None and not self._discard_empty_run_folder():
+                self.run_ended.emit(self.run_dir, "failed")
+
+    @Slot(object)
+    def on_aborted(self, job: Job) -> None:
+        if job is self._train_job:
+            self.log_view.add_line("Stopped before training began.")
+            self.progress.setRange(0, 1)
+            self.progress.setFormat("Stopped")
+            self._discard_empty_run_folder()
+
+    @Slot(object)
+    def on_finished(self, job: Job) -> None:
+        if job is not self._train_job:
+            return
+        self._train_job = None
+        self.redraw_timer.stop()
+        self._redraw()
+        self._update_buttons()

@@ -1,0 +1,245 @@
+"""The training options form: the main options, an "Advanced" section with the rest of TrainConfig."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Slot
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.jobs import TrainingOptions
+from desktop.settings import AppSettings
+from desktop.widgets.collapsible import CollapsibleSection
+from desktop.widgets.scientific_spin import ScientificSpinBox
+from engine.backbones.registry import list_backbones
+from engine.training.config import CLASS_WEIGHTING, DEVICES, OPTIMIZERS, STRATEGIES, TrainConfig
+
+WEIGHTS_HELP = {"bundled": "shipped with the app", "cached": "already downloaded",
+                "download": "downloaded on first use (needs internet once)"}
+BACKBONE_CHARACTERS = 26  # room for "mobilenet_v3_large (download)" once the worker fills in the weights state
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(TrainConfig)}
+STRATEGY_HELP = {
+    "feature-extract": "Fit only the classifier head on frozen features: fastest, good for small datasets.",
+    "fine-tune": "Fit the head, then train the top backbone stages too (recommended).",
+    "full": "Fit the head, then train the whole network: slowest, for large datasets.",
+}
+# name -> (label, tooltip); the order is the form's order.
+MAIN_OPTIONS = {
+    "backbone": ("Backbone", "The pretrained network: size, parameters and where its weights come from"),
+    "strategy": ("Strategy", "How much of the backbone is trained"),
+    "epochs": ("Epochs", "Backbone training epochs after the quick head (epoch 0)"),
+    "batch_size": ("Batch size", "Images per training step"),
+    "lr": ("Learning rate", "Head learning rate; unfrozen backbone stages use it times the backbone factor"),
+    "augment": ("Augmentation", "Random changes to the training images that make the model more robust"),
+}
+ADVANCED_OPTIONS = {
+    "backbone_lr_factor": ("Backbone LR factor", "Backbone learning rate relative to the head's"),
+    "unfreeze_stages": ("Unfrozen stages", "Fine-tune: how many top backbone stages are trained"),
+    "optimizer": ("Optimizer", "AdamW or SGD with momentum"),
+    "weight_decay": ("Weight decay", "L2 regularisation of the weights"),
+    "warmup_epochs": ("Warm-up epochs", "Epochs of linear learning-rate warm-up before the cosine decay"),
+    "label_smoothing": ("Label smoothing", "Softens the targets; reduces over-confidence"),
+    "dropout": ("Dropout", "Dropout before the classifier head"),
+    "grad_clip": ("Gradient clipping", "Largest gradient norm (off: no clipping)"),
+    "early_stopping": ("Early stopping", "Stop after this many epochs without validation improvement"),
+    "class_weighting": ("Class weighting", "Weight the loss by class frequency (auto: when imbalanced > 3x)"),
+    "val_split": ("Validation split", "Share of each class held out for validation"),
+    "test_split": ("Test split", "Share of each class held out for a final test (0: none)"),
+    "seed": ("Seed", "Random seed for the split, shuffling and augmentation"),
+    "device": ("Device", "Where to train (auto: GPU if there is one)"),
+    "weights_file": ("Weights file", "Local backbone weights (.pth or .safetensors) instead of the defaults"),
+}
+OBJECT_NAMES = {"backbone": "backboneCombo", "strategy": "strategyCombo", "epochs": "epochsSpin",
+                "batch_size": "batchSizeSpin", "lr": "learningRateSpin", "augment": "augmentCombo"}
+
+
+def _combo(values: tuple[str, ...] | list[str], *, characters: int = 0) -> QComboBox:
+    combo = QComboBox()
+    if characters:  # a fixed width that fits texts set later
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(characters)
+    for value in values:
+        combo.addItem(value, value)
+    return combo
+
+
+def _spin(low: int, high: int, off: str = "") -> QSpinBox:
+    spin = QSpinBox()
+    spin.setRange(low, high)
+    spin.setSpecialValueText(off)
+    return spin
+
+
+def _double(low: float, high: float, step: float, decimals: int = 2, off: str = "") -> QDoubleSpinBox:
+    spin = QDoubleSpinBox()
+    spin.setRange(low, high)
+    spin.setSingleStep(step)
+    spin.setDecimals(decimals)
+    spin.setSpecialValueText(off)
+    return spin
+
+
+def _option_widget(name: str) -> QWidget:
+    factories = {
+        "backbone": lambda: _combo([spec.name for spec in list_backbones()], characters=BACKBONE_CHARACTERS),
+        "strategy": lambda: _combo(STRATEGIES),
+        "epochs": lambda: _spin(1, 1000),
+        "batch_size": lambda: _spin(1, 4096),
+        "lr": lambda: ScientificSpinBox(1e-6, 9.99),
+        "augment": lambda: _combo([DEFAULTS["augment"]]),  # the full list arrives with the worker's options
+        "backbone_lr_factor": lambda: ScientificSpinBox(1e-4, 1.0),
+        "unfreeze_stages": lambda: _spin(1, 20),
+        "optimizer": lambda: _combo(OPTIMIZERS),
+        "weight_decay": lambda: _double(0.0, 1.0, 1e-4, decimals=5),
+        "warmup_epochs": lambda: _double(0.0, 100.0, 0.5),
+        "label_smoothing": lambda: _double(0.0, 0.95, 0.05),
+        "dropout": lambda: _double(0.0, 0.95, 0.05),
+        "grad_clip": lambda: _double(0.0, 100.0, 0.5, off="off"),
+        "early_stopping": lambda: _spin(0, 1000, off="off"),
+        "class_weighting": lambda: _combo(CLASS_WEIGHTING),
+        "val_split": lambda: _double(0.05, 0.85, 0.05),
+        "test_split": lambda: _double(0.0, 0.85, 0.05, off="none"),
+        "seed": lambda: _spin(0, 2**31 - 1),
+        "device": lambda: _combo(DEVICES),
+        "weights_file": QLineEdit,
+    }
+    widget = factories[name]()
+    suffix = {QComboBox: "Combo", QLineEdit: "Edit"}.get(type(widget), "Spin")
+    camel = "".join(part.capitalize() for part in name.split("_"))
+    widget.setObjectName(OBJECT_NAMES.get(name, camel[0].lower() + camel[1:] + suffix))
+    return widget
+
+
+def _get(widget: QWidget) -> Any:
+    if isinstance(widget, QComboBox):
+        return widget.currentData()
+    if isinstance(widget, QLineEdit):
+        return widget.text().strip() or None
+    return widget.value()  # type: ignore[attr-defined]
+
+
+def _set(widget: QWidget, value: Any) -> None:
+    if isinstance(widget, QComboBox):
+        index = widget.findData(value)
+        if index >= 0:
+            widget.setCurrentIndex(index)
+    elif isinstance(widget, QLineEdit):
+        widget.setText(value or "")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        widget.setValue(value)  # type: ignore[attr-defined]
+
+
+class TrainOptionsForm(QWidget):
+    """Every TrainConfig field as a widget; values go to the worker as a dict (TrainConfig validates there)."""
+
+    def __init__(self, settings: AppSettings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.settings = settings
+        self.widgets = {name: _option_widget(name) for name in (*MAIN_OPTIONS, *ADVANCED_OPTIONS)}
+        self.set_options(DEFAULTS)
+        self.set_options(settings.get("train/options", {}))
+        self.backbone_info = QLabel(objectName="backboneInfoLabel")
+        self.backbone_info.setWordWrap(True)
+        self.widgets["backbone"].currentIndexChanged.connect(self.on_backbone_changed)
+        self.on_backbone_changed()
+        for index, strategy in enumerate(STRATEGIES):
+            self.widgets["strategy"].setItemData(index, STRATEGY_HELP.get(strategy, ""), Qt.ItemDataRole.ToolTipRole)
+
+        main_form = QFormLayout()
+        for name, (label, tooltip) in MAIN_OPTIONS.items():
+            self.widgets[name].setToolTip(tooltip)
+            main_form.addRow(label, self.widgets[name])
+            if name == "backbone":
+                main_form.addRow("", self.backbone_info)
+        advanced = QWidget()
+        advanced_form = QFormLayout(advanced)
+        advanced_form.setContentsMargins(12, 0, 0, 0)
+        for name, (label, tooltip) in ADVANCED_OPTIONS.items():
+            self.widgets[name].setToolTip(tooltip)
+            field: QWidget = self.widgets[name]
+            if name == "weights_file":
+                field = self._with_browse_button(self.widgets[name])
+            advanced_form.addRow(label, field)
+        self.advanced = CollapsibleSection("Advanced", advanced)
+        self.advanced.setObjectName("advancedSection")
+        self.advanced.set_expanded(bool(settings.get("train/advanced_expanded", False)))
+        self.advanced.toggle.toggled.connect(self.on_advanced_toggled)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(main_form)
+        layout.addWidget(self.advanced)
+
+    def _with_browse_button(self, edit: QLineEdit) -> QWidget:
+        edit.setPlaceholderText("the backbone's default weights")
+        browse = QToolButton(text="…", objectName="weightsFileButton")
+        browse.clicked.connect(self.on_browse_weights_clicked)
+        box = QWidget()
+        row = QHBoxLayout(box)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(edit, 1)
+        row.addWidget(browse)
+        return box
+
+    def options(self) -> dict[str, Any]:
+        return {name: _get(widget) for name, widget in self.widgets.items()}
+
+    def set_options(self, values: object) -> None:
+        """Apply known option values (from settings or a run's config); unknown names are ignored."""
+        if isinstance(values, dict):
+            for name, value in values.items():
+                if name in self.widgets:
+                    _set(self.widgets[name], value)
+
+    def split_options(self) -> tuple[float, float, int]:
+        """val_split, test_split, seed: the Data page previews the split that training will use."""
+        return _get(self.widgets["val_split"]), _get(self.widgets["test_split"]), _get(self.widgets["seed"])
+
+    def apply_training_options(self, options: TrainingOptions) -> None:
+        """Fill in what the worker learned with torch loaded: backbone details and augmentation presets."""
+        combo: QComboBox = self.widgets["backbone"]  # type: ignore[assignment]
+        for info in options.backbones:
+            index = combo.findData(info.name)
+            if index >= 0:
+                combo.setItemText(index, f"{info.name} ({info.weights})")
+                combo.setItemData(index, f"{info.family}: {info.parameters / 1e6:.1f} M parameters · "
+                                         f"{info.size_mb:.0f} MB · {WEIGHTS_HELP[info.weights]}",
+                                  Qt.ItemDataRole.ToolTipRole)
+        augment: QComboBox = self.widgets["augment"]  # type: ignore[assignment]
+        current = augment.currentData()
+        augment.clear()
+        for preset in options.augment_presets:
+            augment.addItem(preset, preset)
+        _set(augment, current)
+        self.on_backbone_changed()
+
+    @Slot()
+    def on_backbone_changed(self) -> None:
+        combo: QComboBox = self.widgets["backbone"]  # type: ignore[assignment]
+        details = combo.itemData(combo.currentIndex(), Qt.ItemDataRole.ToolTipRole)
+        self.backbone_info.setText(f"<small>{details or 'details load in a moment…'}</small>")
+
+    @Slot(bool)
+    def on_advanced_toggled(self, expanded: bool) -> None:
+        self.settings.set("train/advanced_expanded", expanded)
+
+    @Slot()
+    def on_browse_weights_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Backbone weights", self.settings.last_folder("weights"),
+                                              "Weights (*.pth *.pt *.safetensors);;All files (*)")
+        if path:
+            self.settings.remember_folder("weights", Path(path))
+            _set(self.widgets["weights_file"], path)

@@ -1,0 +1,1 @@
+"""Reusable widgets: plots, heatmap, image tables, drop area, notices."""

@@ -1,0 +1,276 @@
+"""Classify images with an exported model: onnxruntime, NumPy and Pillow only (torch is never imported).
+
+The preprocessing comes from the model's own metadata and runs through ``engine.images``, the same code
+training-time evaluation and the export parity check use. Decoding runs in a thread pool, batches ahead of
+the inference, so a folder streams through at the speed of the slower of the two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import io
+import os
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from engine.control import RunControl
+from engine.events import EventSink, Progress, ignore_event
+from engine.images import IMAGE_EXTENSIONS, ImageLoadError, is_image_path, preprocess_for_model
+from engine.onnx_metadata import MetadataError, parse_metadata
+from engine.preprocessing import Preprocessing
+
+DEVICES = ("auto", "cpu", "cuda")
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+PREFETCH_BATCHES = 2
+_QUIET = 3  # onnxruntime log severity: errors only
+_SILENT = 4  # fatal only, while probing CUDA (a failed probe logs an error that is expected on CPU machines)
+_GLOB_CHARACTERS = frozenset("*?[")
+
+
+class ModelLoadError(ValueError):
+    """The model file cannot be used; the message names the file and what is wrong with it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    path: str
+    labels: tuple[str, ...]
+    preprocessing: Preprocessing
+    backbone: str
+    training: dict
+    app_version: str
+    created: str
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One image's result: ``top_k`` is (label, probability), most likely first; empty when ``error`` is set."""
+
+    path: str
+    top_k: tuple[tuple[str, float], ...]
+    error: str | None = None
+
+    @property
+    def label(self) -> str | None:
+        return self.top_k[0][0] if self.top_k else None
+
+    @property
+    def confidence(self) -> float | None:
+        return self.top_k[0][1] if self.top_k else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON record: ``{path, label, confidence, top_k: [{label, probability}], error}``."""
+        return {"path": self.path, "label": self.label, "confidence": self.confidence,
+                "top_k": [{"label": label, "probability": p} for label, p in self.top_k], "error": self.error}
+
+
+class Predictor:
+    """An exported Transfer Studio model, ready to classify files.
+
+    ``device``: "auto" uses CUDA when onnxruntime can really create a CUDA session, else the CPU; "cuda"
+    insists (ValueError otherwise); "cpu" never tries. ``threads`` defaults to ``os.cpu_count()``.
+    """
+
+    def __init__(self, model_path: str | Path, *, device: str = "auto", threads: int | None = None) -> None:
+        path = Path(model_path)
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+        if not path.is_file():
+            raise ModelLoadError(f"{path}: model file not found" if not path.is_dir() else
+                                 f"{path}: is a folder; pass the .onnx file (e.g. {path / 'model.onnx'})")
+        self.threads = threads or os.cpu_count() or 1
+        self._session = _create_session(path, device, self.threads)
+        self.provider: str = self._session.get_providers()[0]
+        try:
+            metadata = parse_metadata(self._session.get_modelmeta().custom_metadata_map)
+        except MetadataError as exc:
+            raise ModelLoadError(f"{path}: {exc}") from exc
+        self.info = ModelInfo(path=str(path), labels=metadata.labels, preprocessing=metadata.preprocessing,
+                              backbone=metadata.backbone, training=metadata.training,
+                              app_version=metadata.app_version, created=metadata.created)
+        self._input_name, self._output_name, self._softmax = _check_graph(self._session, self.info)
+        self._decode_workers = max(1, min(4, self.threads))
+
+    def predict_paths(self, paths: Sequence[str | Path], *, top_k: int = 3, batch_size: int = 32,
+                      on_event: EventSink = ignore_event, control: RunControl | None = None) -> list[Prediction]:
+        """One Prediction per path, in order; unreadable files become entries with ``error`` set.
+
+        Raises ``engine.control.Cancelled`` when ``control`` is cancelled (checked before every batch).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        top_k = max(1, min(int(top_k), len(self.info.labels)))
+        paths = [Path(p) for p in paths]
+        batches = [paths[start:start + batch_size] for start in range(0, len(paths), batch_size)]
+        results: list[Prediction] = []
+        started = time.perf_counter()
+        with ThreadPoolExecutor(self._decode_workers, thread_name_prefix="predict-decode") as pool:
+            pending: deque[list[Future]] = deque()
+            try:
+                for index, batch in enumerate(batches):
+                    while len(pending) < PREFETCH_BATCHES and index + len(pending) < len(batches):
+                        pending.append([pool.submit(self._load, p) for p in batches[index + len(pending)]])
+                    if control is not None:
+                        control.check()
+                    loaded = [future.result() for future in pending.popleft()]
+                    results += self._predict_loaded(batch, loaded, top_k)
+                    elapsed = time.perf_counter() - started
+                    done = len(results)
+                    on_event(Progress("predicting", done, len(paths), f"{done / elapsed:.0f} img/s",
+                                      eta_seconds=elapsed / done * (len(paths) - done)))
+            finally:
+                for futures in pending:
+                    for future in futures:
+                        future.cancel()
+        return results
+
+    def _load(self, path: Path) -> np.ndarray | str:
+        """The model input for ``path``, or the reason it cannot be read."""
+        try:
+            return preprocess_for_model(path, self.info.preprocessing)
+        except ImageLoadError as exc:
+            return exc.reason
+        except Exception as exc:  # noqa: BLE001 - one odd file must not stop a folder
+            return f"{type(exc).__name__}: {exc}"
+
+    def _predict_loaded(self, paths: list[Path], loaded: list[np.ndarray | str], top_k: int) -> list[Prediction]:
+        good = [i for i, item in enumerate(loaded) if isinstance(item, np.ndarray)]
+        ranked: dict[int, tuple[tuple[str, float], ...]] = {}
+        if good:
+            probabilities = self.probabilities(np.stack([loaded[i] for i in good]))
+            order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+            labels = self.info.labels
+            for row, i in enumerate(good):
+                ranked[i] = tuple((labels[c], float(probabilities[row, c])) for c in order[row])
+        return [Prediction(str(path), ranked[i], None) if i in ranked else Prediction(str(path), (), str(loaded[i]))
+                for i, path in enumerate(paths)]
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities (N x C) for a preprocessed float32 NCHW batch."""
+        output = self._session.run([self._output_name], {self._input_name: batch.astype(np.float32, copy=False)})[0]
+        if output.ndim != 2 or output.shape[1] != len(self.info.labels):
+            raise ModelLoadError(f"{self.info.path}: the model returned shape {list(output.shape)} for "
+                                 f"{len(self.info.labels)} labels")
+        if self._softmax:
+            shifted = np.exp(output - output.max(axis=1, keepdims=True))
+            output = shifted / shifted.sum(axis=1, keepdims=True)
+        return output
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[Prediction]]:
+    """Files as given, folders searched recursively (image extensions only, hidden entries skipped), and globs.
+
+    Returns the files (each once, in input order) and error entries for inputs that name nothing usable.
+    """
+    files: list[Path] = []
+    errors: list[Prediction] = []
+    seen: set[str] = set()
+
+    def add(found: list[Path]) -> None:
+        for path in found:
+            key = os.path.abspath(path)
+            if key not in seen:
+                seen.add(key)
+                files.append(path)
+
+    for raw in inputs:
+        text = str(raw)
+        path = Path(raw)
+        if path.is_dir():
+            found = _images_under(path)
+            if not found:
+                extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
+                errors.append(Prediction(text, (), f"folder contains no images (looked for {extensions})"))
+            add(found)
+        elif path.exists():
+            add([path])
+        elif _GLOB_CHARACTERS & set(text):
+            matches = [Path(m) for m in sorted(glob.glob(os.path.expanduser(text), recursive=True))]
+            found = [m for m in matches if m.is_file() and is_image_path(m)]
+            for folder in (m for m in matches if m.is_dir()):
+                found += _images_under(folder)
+            if not found:
+                errors.append(Prediction(text, (), "no images match this pattern"))
+            add(found)
+        else:
+            errors.append(Prediction(text, (), "file not found"))
+    return files, errors
+
+
+def _images_under(folder: Path) -> list[Path]:
+    found = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / n for n in sorted(names) if not n.startswith(".") and is_image_path(Path(n))]
+    return found
+
+
+def _create_session(path: Path, device: str, threads: int) -> ort.InferenceSession:
+    ort.set_default_logger_severity(_QUIET)
+    options = ort.SessionOptions()
+    options.log_severity_level = _QUIET
+    options.intra_op_num_threads = threads
+    if device != "cpu" and CUDA_PROVIDER in ort.get_available_providers():
+        session = _try_cuda(path, options)
+        if session is not None:
+            return session
+    if device == "cuda":
+        raise ValueError(f"device 'cuda' was requested but onnxruntime cannot create a CUDA session here "
+                         f"(providers built in: {', '.join(ort.get_available_providers())}); use auto or cpu")
+    # Decode threads share the cores with inference: idle onnxruntime workers sleep instead of spinning.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return _open(path, options, [CPU_PROVIDER])
+
+
+def _try_cuda(path: Path, options: ort.SessionOptions) -> ort.InferenceSession | None:
+    """A CUDA session, or None: onnxruntime-gpu lists CUDA even where it cannot load it, so try it for real."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:  # the CUDA libraries pip installed (nvidia-* wheels) are not on the loader path
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
+            preload()
+    ort.set_default_logger_severity(_SILENT)
+    try:
+        session = _open(path, options, [CUDA_PROVIDER, CPU_PROVIDER])
+    finally:
+        ort.set_default_logger_severity(_QUIET)
+    return session if session.get_providers()[0] == CUDA_PROVIDER else None
+
+
+def _open(path: Path, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types for unreadable models
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{path}: not a valid ONNX model ({detail})") from exc
+
+
+def _check_graph(session: ort.InferenceSession, info: ModelInfo) -> tuple[str, str, bool]:
+    """The input name, the output to read and whether it still needs a softmax; refuses a mismatched graph."""
+    inputs = session.get_inputs()
+    crop = info.preprocessing.crop
+    if len(inputs) != 1:
+        raise ModelLoadError(f"{info.path}: expected one image input, found {len(inputs)}")
+    shape = list(inputs[0].shape)
+    expected = [3, crop, crop]
+    if len(shape) != 4 or any(isinstance(d, int) and d != e for d, e in zip(shape[1:], expected, strict=True)):
+        raise ModelLoadError(f"{info.path}: the graph's input shape {shape} does not match the metadata's "
+                             f"N x 3 x {crop} x {crop}")
+    outputs = {output.name: output for output in session.get_outputs()}
+    name = "probabilities" if "probabilities" in outputs else "logits" if "logits" in outputs else None
+    if name is None:
+        raise ModelLoadError(f"{info.path}: no 'probabilities' or 'logits' output (outputs: {', '.join(outputs)})")
+    classes = outputs[name].shape[-1] if outputs[name].shape else None
+    if isinstance(classes, int) and classes != len(info.labels):
+        raise ModelLoadError(f"{info.path}: the metadata lists {len(info.labels)} labels but the model's "
+                             f"'{name}' output has {classes} classes")
+    return inputs[0].name, name, name == "logits"

@@ -1,0 +1,95 @@
+"""JobRunner: results, failures and cancellation come back as signals on the GUI thread; the thread ends cleanly."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from PySide6.QtCore import QThread
+
+from desktop.workers import Job, JobRunner
+from engine.events import BatchProgress, EpochEnded, Info, Progress, RunFailed, Warning_
+
+
+@pytest.fixture
+def runner(qtbot) -> JobRunner:
+    runner = JobRunner("test")
+    yield runner
+    runner.stop()
+    assert runner.wait(10_000)
+
+
+def test_a_job_signals_started_returned_finished_in_order(runner: JobRunner, qtbot) -> None:
+    job = Job("answer", lambda _on_event, _control: 42)
+    with qtbot.waitSignals([runner.started, runner.returned, runner.finished], order="strict", timeout=10_000):
+        runner.submit(job)
+        assert runner.busy and runner.current is job
+    assert not runner.busy
+
+
+def test_a_job_runs_on_the_runner_thread(runner: JobRunner, qtbot) -> None:
+    with qtbot.waitSignal(runner.returned, timeout=10_000) as returned:
+        runner.submit(Job("where", lambda _e, _c: QThread.currentThread().objectName()))
+    assert returned.args[1] == "testThread"
+
+
+def test_an_exception_becomes_failed_with_its_traceback(runner: JobRunner, qtbot) -> None:
+    def broken(_on_event, _control):
+        raise ValueError("no such folder")
+
+    with qtbot.waitSignal(runner.failed, timeout=10_000) as failed:
+        runner.submit(Job("broken", broken))
+    job, message, details = failed.args
+    assert job.description == "broken" and message == "no such folder"
+    assert "Traceback" in details and "ValueError" in details
+    with qtbot.waitSignal(runner.returned, timeout=10_000):  # the thread lives on
+        runner.submit(Job("next", lambda _e, _c: 1))
+
+
+def test_engine_events_become_typed_signals(runner: JobRunner, qtbot) -> None:
+    epoch = EpochEnded(1, 2, "fine-tune", 0.5, 0.8, 0.6, 0.7, 1e-3, 1.0, 10.0, True)
+    batch = BatchProgress(1, 1, 3, 0.5, 12.0, 2.0)
+
+    def emits(on_event, _control):
+        for event in (Progress("scanning", 1, 2), Info("hello"), Warning_("careful"), batch, epoch,
+                      RunFailed("run", "ignored")):
+            on_event(event)
+
+    received = []
+    for name in ("progress", "info", "warning", "batch_progress", "epoch_ended", "failed"):
+        getattr(runner, name).connect(lambda *args, name=name: received.append((name, *args)))
+    with qtbot.waitSignal(runner.finished, timeout=10_000):
+        runner.submit(Job("events", emits))
+    assert received == [("progress", Progress("scanning", 1, 2)), ("info", "hello"), ("warning", "careful"),
+                        ("batch_progress", batch), ("epoch_ended", epoch)]
+
+
+def test_cancel_stops_a_running_job_and_drops_queued_ones(runner: JobRunner, qtbot) -> None:
+    started = threading.Event()
+
+    def loops(_on_event, control):
+        started.set()
+        while True:
+            control.check()
+
+    ran = []
+    aborted = []
+    runner.aborted.connect(lambda job: aborted.append(job.description))
+    with qtbot.waitSignal(runner.finished, timeout=10_000, check_params_cb=lambda job: job.description == "later"):
+        runner.submit(Job("loops", loops))
+        runner.submit(Job("later", lambda _e, _c: ran.append(1)))
+        assert started.wait(10)
+        runner.cancel()
+    assert aborted == ["loops", "later"] and not ran and not runner.busy
+
+
+def test_stop_ends_the_thread_and_refuses_new_jobs(qtbot) -> None:
+    runner = JobRunner("short")
+    assert not runner.running  # the thread starts with the first job
+    with qtbot.waitSignal(runner.finished, timeout=10_000):
+        runner.submit(Job("one", lambda _e, _c: None))
+    assert runner.running
+    runner.stop()
+    assert runner.wait(10_000) and not runner.running
+    with pytest.raises(RuntimeError):
+        runner.submit(Job("two", lambda _e, _c: None))

@@ -1,0 +1,141 @@
+"""ONNX export of a trained run: checked graph, symbolic batch, metadata, parity report, int8 model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from engine import __version__
+from engine.export import (
+    MODEL_FILE,
+    PARITY_FILE,
+    ExportError,
+    ExportResult,
+    append_metadata,
+    export_onnx,
+    parity_images,
+)
+from engine.onnx_metadata import METADATA_KEY, parse_metadata
+from engine.preprocessing import Preprocessing
+from engine.training import run_folder as rf
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run: Path) -> ExportResult:
+    """One export per module, to the default place, with the int8 model too."""
+    return export_onnx(trained_run, quantize="int8")
+
+
+def _session(path: str | Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_export_writes_a_checked_model_with_a_symbolic_batch(exported: ExportResult, trained_run: Path) -> None:
+    assert Path(exported.path) == trained_run / MODEL_FILE
+    assert exported.size_bytes == Path(exported.path).stat().st_size
+    model = onnx.load(exported.path)
+    onnx.checker.check_model(model, full_check=True)
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch.dim_param and not batch.dim_value
+    assert [i.name for i in model.graph.input] == ["image"]
+    assert [o.name for o in model.graph.output] == ["logits", "probabilities"]
+
+    session = _session(exported.path)
+    labels = rf.read_run(trained_run).labels
+    for size in (1, 5):
+        logits, probabilities = session.run(None, {"image": np.random.default_rng(size).standard_normal(
+            (size, 3, 224, 224), dtype=np.float32)})
+        assert logits.shape == probabilities.shape == (size, len(labels))
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)  # the softmax is in the graph
+
+
+def test_metadata_round_trips(exported: ExportResult, trained_run: Path) -> None:
+    model = onnx.load(exported.path)
+    metadata = parse_metadata({p.key: p.value for p in model.metadata_props})
+    run = rf.read_run(trained_run)
+    assert metadata.labels == run.labels
+    assert metadata.preprocessing == run.preprocessing
+    assert metadata.backbone == run.config.backbone
+    assert metadata.app_version == __version__
+    assert metadata.training["best_val_accuracy"] == pytest.approx(run.raw["best_val_accuracy"])
+    assert metadata.training["dataset_size"]["val"] == sum(run.raw["dataset"]["counts"]["val"].values())
+    assert metadata.document["format"] == 1
+    assert metadata.document["input"]["shape"] == ["batch", 3, 224, 224]
+
+
+def test_exporter_entries_are_kept(exported: ExportResult) -> None:
+    model = onnx.load(exported.path)
+    assert model.producer_name == "pytorch"  # the exporter's own identification is untouched
+    model.metadata_props.add(key="exporter_note", value="kept")
+    append_metadata(model, {METADATA_KEY: "{}", "another": "x"})
+    entries = {p.key: p.value for p in model.metadata_props}
+    assert entries["exporter_note"] == "kept" and entries["another"] == "x" and entries[METADATA_KEY] == "{}"
+    assert [p.key for p in model.metadata_props].count(METADATA_KEY) == 1
+
+
+def test_parity_report_is_written(exported: ExportResult, trained_run: Path) -> None:
+    report = json.loads((trained_run / PARITY_FILE).read_text(encoding="utf-8"))
+    validation = len(json.loads((trained_run / rf.EVALUATION_FILE).read_text())["validation"]["predictions"])
+    assert report["passed"] is True and report["image_source"] == "validation"
+    assert report["images"] == exported.parity["images"] == validation
+    assert report["top1_agreement"] == exported.parity["top1_agreement"] == 1.0
+    assert report["max_abs_diff"] == exported.parity["max_abs_diff"] <= 1e-3
+    assert report["int8"]["model"] == exported.quantized_path
+
+
+def test_quantized_model_is_smaller_and_reports_its_parity(exported: ExportResult) -> None:
+    assert exported.quantized_path is not None and exported.quantized_parity is not None
+    assert Path(exported.quantized_path).name == "model.int8.onnx"
+    assert Path(exported.quantized_path).stat().st_size < 0.5 * exported.size_bytes
+    assert 0.0 <= exported.quantized_parity["top1_agreement"] <= 1.0
+    assert exported.quantized_parity["images"] == exported.parity["images"]
+    model = onnx.load(exported.quantized_path)
+    document = json.loads({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
+    assert "int8" in document["quantization"]
+    batch = _session(exported.quantized_path).run(None, {"image": np.zeros((2, 3, 224, 224), np.float32)})
+    assert batch[1].shape[0] == 2
+
+
+def test_failed_parity_refuses_and_keeps_the_previous_file(exported: ExportResult, trained_run: Path,
+                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in (rf.RUN_FILE, rf.BEST_FILE, rf.EVALUATION_FILE, rf.SCAN_REPORT_FILE):
+        shutil.copy(trained_run / name, run / name)
+    previous = run / MODEL_FILE
+    previous.write_bytes(b"the previous export")
+    import engine.export as export_module
+
+    monkeypatch.setattr(export_module, "export_proto", lambda *_args: onnx.load(exported.path))  # skip tracing
+    real = export_module._onnx_logits
+    monkeypatch.setattr(export_module, "_onnx_logits", lambda data, inputs: real(data, inputs) + 0.01)
+    with pytest.raises(ExportError, match="disagrees with PyTorch"):
+        export_onnx(run)
+    assert previous.read_bytes() == b"the previous export"
+    assert json.loads((run / PARITY_FILE).read_text())["passed"] is False
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_parity_falls_back_to_generated_images_when_the_data_is_gone(tmp_path: Path) -> None:
+    preprocessing = Preprocessing(resize=64, crop=56, mean=(0.5,) * 3, std=(0.5,) * 3)
+    (tmp_path / rf.EVALUATION_FILE).write_text(json.dumps(
+        {"validation": {"predictions": [{"path": str(tmp_path / "gone.jpg")}]}}))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    paths, source = parity_images(tmp_path, preprocessing, scratch)
+    assert source == "generated" and len(paths) >= 8 and all(p.is_file() for p in paths)
+
+
+def test_bad_requests_are_refused(trained_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="opset"):
+        export_onnx(trained_run, tmp_path / "m.onnx", opset=11)
+    with pytest.raises(ValueError, match="quantize"):
+        export_onnx(trained_run, tmp_path / "m.onnx", quantize="int4")
+    with pytest.raises(rf.RunFolderError, match="not a run folder"):
+        export_onnx(tmp_path / "nothing")
