@@ -50,9 +50,8 @@ def main() -> int:
         results.append({"name": name, **timed_train(data, out / name, config)})
         print(json.dumps(results[-1]), flush=True)
     try:
-        from engine.predict import Predictor, expand_inputs
-
         from engine.export import export_onnx
+        from engine.predict import Predictor, expand_inputs
 
         exported = export_onnx(out / "cuda-default")
         report["export"] = {"seconds": exported.seconds, "size_mb": exported.size_bytes / 1e6, **exported.parity}

@@ -259,8 +259,10 @@ class _Session:
         train_embeddings = self._embeddings_from_frozen(train_features, "embeddings (training)")
         val_embeddings = self._embeddings_from_frozen(self.val_features, "embeddings (validation)")
         train_targets = labels_tensor(i.label for i in self.train_items)
+        fit_started = time.perf_counter()
         weight, bias, l2 = fit_linear_head(train_embeddings, train_targets, len(self.labels),
                                            self.class_weights, seed=self.config.seed)
+        fit_seconds = time.perf_counter() - fit_started
         with torch.no_grad():
             self.model.head[-1].weight.copy_(weight)
             self.model.head[-1].bias.copy_(bias)
@@ -271,8 +273,11 @@ class _Session:
         val_loss, val_acc = head_metrics(val_embeddings @ weight.T + bias,
                                          labels_tensor(i.label for i in self.val_items), self.class_weights, smoothing)
         seconds = time.perf_counter() - started
+        self.on_event(Info(f"quick head: embeddings {seconds - fit_seconds:.1f} s, head fit {fit_seconds:.2f} s "
+                           f"(L2 {l2:g}, chosen by cross-validation on the training split)"))
         self._end_epoch(0, "head", train_loss, train_acc, val_loss, val_acc, lr=0.0, seconds=seconds,
-                        images=len(self.train_items), extra={"head_l2": l2}, optimizer=None, scheduler=None)
+                        images=len(self.train_items), optimizer=None, scheduler=None,
+                        extra={"head_l2": l2, "embedding_seconds": seconds - fit_seconds, "fit_seconds": fit_seconds})
 
     def _fine_tune(self, epochs: int) -> None:
         apply_strategy(self.model, self.first_trainable)
