@@ -3,22 +3,26 @@ and a QApplication (reused when one is running) with the main window."""
 
 from __future__ import annotations
 
+import argparse
 import faulthandler
 import logging
 import sys
 import threading
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from types import TracebackType
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtWidgets import QApplication, QMainWindow
 
 from desktop.paths import log_file
 
 log = logging.getLogger("desktop")
 EXIT_WAIT_MS = 60_000
+SMOKE_BUSY_LIMIT_S = 120  # how long a smoke test waits, past its seconds, for a busy window to settle
 ExceptHook = Callable[[type[BaseException], BaseException, TracebackType | None], object]
 
 
@@ -66,21 +70,54 @@ def install_exception_hooks(relay: ErrorRelay) -> Callable[[], None]:
     return restore
 
 
-def main() -> int:
-    from PySide6.QtWidgets import QApplication
+def main(argv: Sequence[str] = ()) -> int:
+    """The full app's window. ``--smoke-seconds N`` (hidden) closes it after N seconds: the bundle's smoke test."""
+    parser = argparse.ArgumentParser(prog="transfer-studio")
+    parser.add_argument("--smoke-seconds", type=float, default=None, help=argparse.SUPPRESS)
+    options = parser.parse_args(list(argv))
 
+    def create_window() -> QMainWindow:
+        from desktop.main_window import MainWindow
+
+        return MainWindow()
+
+    def report(window: QMainWindow) -> int | None:
+        if not window.device:  # torch is still loading on the training thread
+            return None
+        print(f"{window.windowTitle()}: {window.device_label.text()}", flush=True)
+        return 0
+
+    return run_window("Transfer Studio", create_window, smoke_seconds=options.smoke_seconds, smoke_report=report)
+
+
+def run_window(name: str, create_window: Callable[[], QMainWindow], *, smoke_seconds: float | None = None,
+               smoke_report: Callable[[QMainWindow], int | None] | None = None) -> int:
+    """Show a window (it needs ``show_error`` and ``stop_workers``) with logging and the exception hooks.
+
+    With ``smoke_seconds``, ``smoke_report(window)`` runs after that long: it prints what the smoke test checks and
+    returns the exit code, or None while the window is still busy (it is asked again shortly after).
+    """
     app = QApplication.instance() or QApplication(sys.argv)
-    app.setApplicationName("Transfer Studio")
+    app.setApplicationName(name)
     app.setOrganizationName("Transfer Studio")
     path = configure_logging()
-    log.info("starting Transfer Studio; log file %s", path)
+    log.info("starting %s; log file %s", name, path)
 
-    from desktop.main_window import MainWindow
-
-    window = MainWindow()
+    window = create_window()
     relay = ErrorRelay(window)
     relay.reported.connect(window.show_error)
     restore = install_exception_hooks(relay)
+    if smoke_seconds is not None:
+        deadline = time.monotonic() + smoke_seconds + SMOKE_BUSY_LIMIT_S
+
+        def finish_smoke() -> None:
+            code = smoke_report(window) if smoke_report is not None else 0
+            if code is None and time.monotonic() < deadline:
+                QTimer.singleShot(200, finish_smoke)
+                return
+            app.exit(1 if code is None else code)
+
+        QTimer.singleShot(round(smoke_seconds * 1000), finish_smoke)
     try:
         window.show()
         return app.exec()

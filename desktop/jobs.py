@@ -117,7 +117,15 @@ def read_run(run_dir: Path) -> Job:
     def run(_on_event: EventSink, _control: RunControl) -> RunSnapshot:
         info = rf.read_run(run_dir)
         evaluation_file = run_dir / rf.EVALUATION_FILE
-        evaluation = json.loads(evaluation_file.read_text(encoding="utf-8")) if evaluation_file.is_file() else None
+        evaluation = None
+        if evaluation_file.is_file():
+            try:
+                evaluation = json.loads(evaluation_file.read_text(encoding="utf-8"))
+                if not isinstance(evaluation, dict) or not isinstance(evaluation.get("validation"), dict):
+                    raise ValueError("no validation results")
+            except ValueError as exc:
+                raise rf.RunFolderError(f"{evaluation_file}: damaged or edited, refused ({exc}); rewrite it with "
+                                        f"'transfer-studio evaluate {run_dir}'") from exc
         model = run_dir / rf.MODEL_FILE
         return RunSnapshot(run_dir, info.raw, rf.read_metrics(run_dir), evaluation, model if model.is_file() else None)
 

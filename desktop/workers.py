@@ -17,6 +17,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from engine.control import Cancelled, RunControl
 from engine.events import (
+    BatchPredicted,
     BatchProgress,
     CheckpointSaved,
     EpochEnded,
@@ -59,6 +60,7 @@ class JobSignals(QObject):
     epoch_ended = Signal(object)  # EpochEnded
     checkpoint_saved = Signal(object)  # CheckpointSaved
     run_finished = Signal(object)  # RunFinished
+    batch_predicted = Signal(object)  # BatchPredicted: part of a prediction job's result, before it returns
     returned = Signal(object, object)  # Job, result
     failed = Signal(object, str, str)  # Job, message, traceback
     aborted = Signal(object)  # Job (cancelled)
@@ -68,10 +70,11 @@ class JobSignals(QObject):
 _SIGNAL_FOR_EVENT: dict[type, str] = {
     Progress: "progress", Info: "info", Warning_: "warning", RunStarted: "run_started", EpochStarted: "epoch_started",
     BatchProgress: "batch_progress", EpochEnded: "epoch_ended", CheckpointSaved: "checkpoint_saved",
-    RunFinished: "run_finished",
+    RunFinished: "run_finished", BatchPredicted: "batch_predicted",
 }
 RELAYED_SIGNALS = ("started", "progress", "info", "warning", "run_started", "epoch_started", "batch_progress",
-                   "epoch_ended", "checkpoint_saved", "run_finished", "returned", "failed", "aborted")
+                   "epoch_ended", "checkpoint_saved", "run_finished", "batch_predicted", "returned", "failed",
+                   "aborted")
 
 
 class EngineWorker(JobSignals):
@@ -149,8 +152,12 @@ class JobRunner(JobSignals):
         return self.qthread.isRunning()
 
     def submit(self, job: Job) -> Job:
+        """Queue ``job``. After ``stop`` the job is cancelled instead: while the window closes, signals still in
+        the queue may ask for follow-up work (thumbnails for the last batch, the next step), which is dropped."""
         if self._stopped:
-            raise RuntimeError(f"{self.objectName()} is stopped")
+            log.info("%s: not started, %s is stopped", job.description, self.objectName())
+            job.control.cancel()
+            return job
         if not self.qthread.isRunning():
             self.qthread.start()
         self._jobs.append(job)

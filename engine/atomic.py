@@ -1,10 +1,12 @@
 """Atomic file writes: write to a temporary file in the same folder, fsync, then rename over the target.
 
-A crash or a full disk during the write leaves the previous file intact.
+A crash or a full disk during the write leaves the previous file intact. A full disk is reported as
+DiskFullError, whose message names the file and what to free.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -12,22 +14,48 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+_TEMPORARY_SUFFIX = ".tmp"
+_OUT_OF_SPACE = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
+
+class DiskFullError(OSError):
+    """No space (or quota) left while writing a file; the previous version of the file is intact."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write`` on a temporary file beside ``path`` and rename it into place when it succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp_name = None
     try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMPORARY_SUFFIX, dir=path.parent)
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a saved model or run should be shareable as usual
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp_name is not None:
+            Path(tmp_name).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in _OUT_OF_SPACE and not isinstance(exc, DiskFullError):
+            raise DiskFullError(exc.errno, f"{path}: disk full, nothing was written and any previous version is "
+                                           f"intact; free space on the disk that holds {path.parent} (old runs and "
+                                           "exported models can be deleted) and try again") from exc
         raise
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files that a killed process left in ``folder`` (they are never valid data)."""
+    removed = []
+    for path in Path(folder).glob(f".*{_TEMPORARY_SUFFIX}"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def _read_umask() -> int:

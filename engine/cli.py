@@ -14,6 +14,7 @@ from pathlib import Path
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
 EXIT_EXPORT_FAILED = 1  # the exported model failed onnx.checker or the parity check; nothing was written
+PREDICT_HELP = "classify images with an exported model (no PyTorch needed)"
 
 
 class UsageError(Exception):
@@ -22,11 +23,22 @@ class UsageError(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv:
+    if not argv or argv[0] == "--smoke-seconds":  # the GUI (--smoke-seconds N: the bundle's smoke test)
         from desktop.app import main as gui_main
 
-        return gui_main()
-    args = _parser().parse_args(argv)
+        return gui_main(argv)
+    return run_command(_parser().parse_args(argv))
+
+
+def predict_main(argv: Sequence[str], prog: str = "transfer-studio predict") -> int:
+    """The ``predict`` command on its own parser: never imports torch (the light predictor app's CLI)."""
+    parser = argparse.ArgumentParser(prog=prog, description=PREDICT_HELP)
+    add_predict_arguments(parser)
+    return run_command(parser.parse_args(list(argv)))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command's handler and turn interrupts and known bad input into their exit codes."""
     try:
         return args.handler(args)
     except KeyboardInterrupt:
@@ -39,13 +51,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
 
 
-def _is_bad_input(exc: Exception) -> bool:
-    from engine.backbones.weights import WeightsUnavailableError
-    from engine.images import ImageLoadError
-    from engine.training.checkpoints import CheckpointError
+_BAD_INPUT_ERRORS = (("engine.backbones.weights", "WeightsUnavailableError"), ("engine.images", "ImageLoadError"),
+                     ("engine.training.checkpoints", "CheckpointError"), ("engine.atomic", "DiskFullError"))
 
-    bad_input = (ValueError, UsageError, WeightsUnavailableError, ImageLoadError, CheckpointError, FileNotFoundError,
-                 FileExistsError, NotADirectoryError)
+
+def _is_bad_input(exc: Exception) -> bool:
+    # An engine error can only come from a module that was loaded; looking them up in sys.modules instead of
+    # importing them keeps this torch-free (the light predictor app has no torch at all).
+    engine_errors = tuple(getattr(sys.modules[module], name) for module, name in _BAD_INPUT_ERRORS
+                          if module in sys.modules)
+    bad_input = (ValueError, UsageError, FileNotFoundError, FileExistsError, NotADirectoryError, *engine_errors)
     return isinstance(exc, bad_input)
 
 
@@ -94,20 +109,24 @@ def _parser() -> argparse.ArgumentParser:
                         help="also write a smaller int8 model (<out>.int8.onnx) with its own parity figures")
     export.set_defaults(handler=_export)
 
-    predict = commands.add_parser("predict", help="classify images with an exported model (no PyTorch needed)")
-    predict.add_argument("model", type=Path, help="an .onnx file written by 'transfer-studio export'")
-    predict.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
-    predict.add_argument("--top-k", type=int, default=3)
-    predict.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    predict.add_argument("--output", type=Path, default=None, help="write the results here instead of stdout")
-    predict.add_argument("--batch-size", type=int, default=32)
-    predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    predict.set_defaults(handler=_predict)
+    add_predict_arguments(commands.add_parser("predict", help=PREDICT_HELP))
 
     demo = commands.add_parser("demo", help="generate sample data, train, evaluate, export, predict")
     demo.add_argument("--out", type=Path, default=None, help="folder for the data and the run")
     demo.set_defaults(handler=_demo)
     return parser
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    """The predict command's arguments and handler (torch-free: shared by this CLI and the predictor app's)."""
+    parser.add_argument("model", type=Path, help="an .onnx file written by 'transfer-studio export'")
+    parser.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    parser.add_argument("--output", type=Path, default=None, help="write the results here instead of stdout")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.set_defaults(handler=_predict)
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import TextIO
 
-from engine.events import BatchProgress, EpochEnded, Info, Progress, RunFailed, RunFinished, RunStarted, Warning_
+from engine.events import BatchProgress, EpochEnded, Info, Progress, RunFinished, RunStarted, Warning_
 
 _REDRAW_INTERVAL = 0.2
 
@@ -20,7 +20,10 @@ def format_duration(seconds: float | None) -> str:
 
 
 class ConsoleProgress:
-    """An EventSink for the CLI. On a terminal the bar redraws in place; otherwise only milestones print."""
+    """An EventSink for the CLI. On a terminal the bar redraws in place; otherwise only milestones print.
+
+    A failure is not printed here: the command prints its one-line error (or traceback) itself.
+    """
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
@@ -51,8 +54,6 @@ class ConsoleProgress:
         elif isinstance(event, RunFinished):
             self._line(f"run {event.status}: best validation accuracy {event.best_val_accuracy:.3f} "
                        f"at epoch {event.best_epoch} ({event.epochs_run} epochs recorded)")
-        elif isinstance(event, RunFailed):
-            self._line(f"run failed: {event.message}")
 
     def _bar(self, label: str, done: int, total: int, eta: float | None, extra: str) -> None:
         now = time.monotonic()

@@ -23,6 +23,18 @@ class Progress:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchPredicted:
+    """One batch of results as soon as it is ready, so a front end can show them while the rest runs.
+
+    ``predictions`` are ``engine.predict.Prediction`` objects (frozen, builtin values only), in input order.
+    """
+
+    predictions: tuple[Any, ...]
+    done: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
 class Warning_:
     """Something the user should know that did not stop the work."""
 

@@ -24,6 +24,9 @@ _RESAMPLING = {
     "bicubic": Image.Resampling.BICUBIC,
 }
 _ALPHA_BACKGROUND = (255, 255, 255)
+# Resizing the shorter side of a 1,000,000 x 1 image to 256 pixels would need 65 billion pixels: refuse such
+# strips before decoding (500:1 still admits panoramas and, at 256, needs at most 33 million pixels).
+MAX_ASPECT_RATIO = 500
 
 
 class ImageLoadError(Exception):
@@ -33,6 +36,17 @@ class ImageLoadError(Exception):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+
+def file_error_reason(exc: OSError) -> str:
+    """Why a file cannot be opened or read, in the words every report uses (scan, training cache, predict)."""
+    if isinstance(exc, FileNotFoundError):
+        return "file not found (deleted, moved, or a broken link)"
+    if isinstance(exc, PermissionError):
+        return "permission denied: make the file readable"
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop"
+    return f"cannot read the file ({exc.strerror or exc})"
 
 
 def is_image_path(path: Path) -> bool:
@@ -52,6 +66,10 @@ def load_rgb(path: Path | str) -> Image.Image:
             warnings.simplefilter("ignore", UserWarning)  # e.g. "Corrupt EXIF data": the image still loads
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
+                width, height = image.size
+                if max(width, height) > MAX_ASPECT_RATIO * max(1, min(width, height)):
+                    raise ImageLoadError(path, f"extreme aspect ratio ({width}x{height}, more than "
+                                               f"{MAX_ASPECT_RATIO}:1): too large once resized; crop it first")
                 image.seek(0)
                 image.load()
                 return _to_rgb(ImageOps.exif_transpose(image))
@@ -61,13 +79,9 @@ def load_rgb(path: Path | str) -> Image.Image:
         raise ImageLoadError(path, f"image too large, refused by the decompression-bomb guard ({exc})") from exc
     except UnidentifiedImageError as exc:
         raise ImageLoadError(path, "not an image, or an unsupported format") from exc
-    except FileNotFoundError as exc:
-        raise ImageLoadError(path, "file not found (deleted, moved, or a broken link)") from exc
-    except PermissionError as exc:
-        raise ImageLoadError(path, "permission denied: make the file readable") from exc
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise ImageLoadError(path, "symbolic link loop") from exc
+        if exc.errno is not None:  # the file system's error; Pillow's decoding errors carry no errno
+            raise ImageLoadError(path, file_error_reason(exc)) from exc
         raise ImageLoadError(path, f"truncated or corrupt image data ({exc})") from exc
     except (ValueError, SyntaxError, EOFError, MemoryError) as exc:
         raise ImageLoadError(path, f"corrupt image data ({type(exc).__name__}: {exc})") from exc

@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from engine.control import RunControl
-from engine.events import EventSink, Progress, ignore_event
+from engine.events import BatchPredicted, EventSink, Progress, ignore_event
 from engine.images import IMAGE_EXTENSIONS, ImageLoadError, is_image_path, preprocess_for_model
 from engine.onnx_metadata import MetadataError, parse_metadata
 from engine.preprocessing import Preprocessing
@@ -105,7 +105,8 @@ class Predictor:
                       on_event: EventSink = ignore_event, control: RunControl | None = None) -> list[Prediction]:
         """One Prediction per path, in order; unreadable files become entries with ``error`` set.
 
-        Raises ``engine.control.Cancelled`` when ``control`` is cancelled (checked before every batch).
+        Each batch's results are also sent as a BatchPredicted event as soon as they are ready. Raises
+        ``engine.control.Cancelled`` when ``control`` is cancelled (checked before every batch).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -123,9 +124,11 @@ class Predictor:
                     if control is not None:
                         control.check()
                     loaded = [future.result() for future in pending.popleft()]
-                    results += self._predict_loaded(batch, loaded, top_k)
+                    predicted = self._predict_loaded(batch, loaded, top_k)
+                    results += predicted
                     elapsed = time.perf_counter() - started
                     done = len(results)
+                    on_event(BatchPredicted(tuple(predicted), done, len(paths)))
                     on_event(Progress("predicting", done, len(paths), f"{done / elapsed:.0f} img/s",
                                       eta_seconds=elapsed / done * (len(paths) - done)))
             finally:
@@ -203,7 +206,8 @@ def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[Predic
                 errors.append(Prediction(text, (), "no images match this pattern"))
             add(found)
         else:
-            errors.append(Prediction(text, (), "file not found"))
+            errors.append(Prediction(text, (), "broken symbolic link (its target is missing, or it loops)"
+                                     if path.is_symlink() else "file not found"))
     return files, errors
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import struct
@@ -30,8 +31,7 @@ MakeImage = Callable[..., Path]
 MakeDataset = Callable[..., Path]
 
 
-@pytest.fixture
-def make_image() -> MakeImage:
+def image_maker() -> MakeImage:
     """Write a small image; without ``color`` each call draws a different noise pattern (distinct bytes)."""
     seeds = itertools.count()
 
@@ -53,6 +53,11 @@ def make_image() -> MakeImage:
         return path
 
     return make
+
+
+@pytest.fixture
+def make_image() -> MakeImage:
+    return image_maker()
 
 
 @pytest.fixture
@@ -84,26 +89,49 @@ def decompression_bomb_png(width: int = 30000, height: int = 30000) -> bytes:
     )
 
 
+BadCorpus = dict[str, tuple[Path, bool]]
+
+
 @pytest.fixture
-def bad_corpus(tmp_path: Path, make_image: MakeImage) -> dict[str, tuple[Path, bool]]:
+def bad_corpus(tmp_path: Path, make_image: MakeImage) -> BadCorpus:
     """Awkward files, name -> (path, whether it must load). Each one either converts or is skipped."""
-    folder = tmp_path / "corpus"
-    folder.mkdir()
-    corpus: dict[str, tuple[Path, bool]] = {}
+    return write_bad_corpus(tmp_path / "corpus", make_image)
+
+
+@pytest.fixture(scope="session")
+def write_bad_corpus_into() -> Callable[[Path], BadCorpus]:
+    """The bad corpus written into any new folder, for fixtures broader than one test."""
+    return lambda folder: write_bad_corpus(folder, image_maker())
+
+
+def write_bad_corpus(folder: Path, make_image: MakeImage) -> BadCorpus:
+    """Write the corpus into the new ``folder``; the intact images it is cut from go beside it."""
+    folder.mkdir(parents=True)
+    sources = folder.parent / f"{folder.name}-sources"
+    corpus: BadCorpus = {}
 
     def add(name: str, data: bytes, loads: bool) -> None:
         (folder / name).write_bytes(data)
         corpus[name] = (folder / name, loads)
 
     add("zero_byte.jpg", b"", False)
-    jpeg = make_image(tmp_path / "source.jpg", size=(64, 48)).read_bytes()
+    jpeg = make_image(sources / "source.jpg", size=(64, 48)).read_bytes()
     add("truncated.jpg", jpeg[: len(jpeg) // 2], False)
-    png = make_image(tmp_path / "source.png", size=(64, 48)).read_bytes()
+    png = make_image(sources / "source.png", size=(64, 48)).read_bytes()
     add("truncated.png", png[: len(png) // 2], False)
     add("text.jpg", b"these are not the pixels you are looking for\n" * 20, False)
     add("page.jpg", b"<!DOCTYPE html><html><body>404 Not Found</body></html>\n", False)
+    add("document.jpg", b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\ntrailer\n%%EOF\n", False)
     add("bomb.png", decompression_bomb_png(), False)
     add("png_named.jpg", png, True)
+    line = io.BytesIO()
+    Image.new("RGB", (100_000, 1), (90, 90, 90)).save(line, format="PNG")
+    add("line.png", line.getvalue(), False)  # 100000:1 would need billions of pixels once resized
+
+    make_image(folder / "one_pixel.png", size=(1, 1))
+    corpus["one_pixel.png"] = (folder / "one_pixel.png", True)
+    make_image(folder / "wide.png", size=(10_000, 40), color=(200, 30, 30))
+    corpus["wide.png"] = (folder / "wide.png", True)
 
     make_image(folder / "cmyk.jpg", color=(0, 255, 255, 0), mode="CMYK")
     corpus["cmyk.jpg"] = (folder / "cmyk.jpg", True)
@@ -123,6 +151,7 @@ def bad_corpus(tmp_path: Path, make_image: MakeImage) -> dict[str, tuple[Path, b
     frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
     corpus["animated.gif"] = (folder / "animated.gif", True)
     return corpus
+
 
 @pytest.fixture(scope="session")
 def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -1,4 +1,8 @@
-"""Predict page: load an ONNX model once, classify dropped photos and folders on the worker, save a CSV."""
+"""Predict page: load an ONNX model once, classify dropped photos and folders on the worker, save a CSV.
+
+Results arrive batch by batch (BatchPredicted), so rows appear while the rest is classified, a large drop never
+adds thousands of rows in one go, and "Stop" keeps what was done.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from desktop.widgets.drop_area import DropArea
 from desktop.widgets.image_table import ImageTable
 from desktop.widgets.probability_bars import TOP_K_ROLE, ProbabilityBarsDelegate
 from desktop.workers import Job, JobRunner
-from engine.events import Progress
+from engine.events import BatchPredicted, Progress
 from engine.images import IMAGE_EXTENSIONS
 
 PHOTO_FILTER = f"Images ({' '.join(f'*{ext}' for ext in sorted(IMAGE_EXTENSIONS))});;All files (*)"
@@ -44,6 +48,7 @@ class PredictPage(QWidget):
         self.results: list[Any] = []  # engine.predict.Prediction, in table order
         self._load_job: Job | None = None
         self._predict_jobs: set[Job] = set()
+        self._rows_shown: dict[Job, int] = {}  # per prediction job: results already shown from its batches
         self._thumbnail_jobs: set[Job] = set()
         self._waiting: list[Path] = []  # dropped while the model was still loading
 
@@ -70,6 +75,10 @@ class PredictPage(QWidget):
         self.drop_area.layout_.addLayout(drop_buttons)
         self.progress = QProgressBar(objectName="predictProgressBar")
         self.progress.hide()
+        self.cancel_button = QPushButton("Stop", objectName="cancelPredictButton")
+        self.cancel_button.setToolTip("Stop classifying after the current batch; the results so far are kept")
+        self.cancel_button.clicked.connect(self.on_cancel_clicked)
+        self.cancel_button.hide()
         self.status = QLabel(objectName="predictStatusLabel")
         self.status.setWordWrap(True)
         self.predictions_view = ImageTable(["File", "Top 3 predictions"])
@@ -93,13 +102,18 @@ class PredictPage(QWidget):
         layout.addLayout(model_row)
         layout.addWidget(self.model_info)
         layout.addWidget(self.drop_area)
-        layout.addWidget(self.progress)
+        progress_row = QHBoxLayout()
+        progress_row.addWidget(self.progress, 1)
+        progress_row.addWidget(self.cancel_button)
+        layout.addLayout(progress_row)
         layout.addWidget(self.predictions_view, 1)
         layout.addLayout(bottom)
 
         runner.progress.connect(self.on_progress)
+        runner.batch_predicted.connect(self.on_batch_predicted)
         runner.returned.connect(self.on_returned)
         runner.failed.connect(self.on_failed)
+        runner.aborted.connect(self.on_aborted)
         runner.finished.connect(self.on_finished)
         self._update_buttons()
 
@@ -122,10 +136,22 @@ class PredictPage(QWidget):
             self.status.setText("Open a model first: export one on the Evaluate page, or use “Open model…”.")
             return
         self.settings.remember_folder("photos", Path(paths[0]))
-        self._predict_jobs.add(self.runner.submit(jobs.predict(self.predictor, list(paths))))
+        job = self.runner.submit(jobs.predict(self.predictor, list(paths)))
+        self._predict_jobs.add(job)
+        self._rows_shown[job] = 0
         self.progress.setRange(0, 0)
         self.progress.show()
+        self.cancel_button.setEnabled(True)
+        self.cancel_button.show()
         self.status.setText(f"Classifying {len(paths)} item(s)…")
+
+    def cancel(self) -> None:
+        """Stop every prediction job after its current batch; rows already shown stay."""
+        for job in self._predict_jobs:
+            job.control.cancel()
+        if self._predict_jobs:
+            self.cancel_button.setEnabled(False)
+            self.status.setText("Stopping after the current batch…")
 
     def save_results(self, path: Path) -> None:
         with Path(path).open("w", newline="", encoding="utf-8") as file:
@@ -151,7 +177,7 @@ class PredictPage(QWidget):
                 cell.setText(f"{prediction.label} ({prediction.confidence:.1%})")
             self.predictions_view.add_row(str(prediction.path), [Path(prediction.path).name, cell])
         self.results.extend(predictions)
-        paths = [str(p.path) for p in predictions if not p.error]
+        paths = [str(p.path) for p in predictions if not p.error]  # thumbnails follow in a job per batch
         if paths:
             self._thumbnail_jobs.add(self.runner.submit(jobs.thumbnails(paths)))
         errors = sum(1 for p in predictions if p.error)
@@ -199,6 +225,10 @@ class PredictPage(QWidget):
             self.save_results(Path(path))
 
     @Slot()
+    def on_cancel_clicked(self) -> None:
+        self.cancel()
+
+    @Slot()
     def on_clear_clicked(self) -> None:
         self.results.clear()
         self.predictions_view.clear_rows()
@@ -212,6 +242,13 @@ class PredictPage(QWidget):
             self.progress.setValue(event.done)
             self.progress.setFormat(f"{event.phase}: %v / %m")
 
+    @Slot(object)
+    def on_batch_predicted(self, event: BatchPredicted) -> None:
+        job = self.runner.current
+        if job in self._predict_jobs:
+            self._add_results(event.predictions)
+            self._rows_shown[job] += len(event.predictions)
+
     @Slot(object, object)
     def on_returned(self, job: Job, result: Any) -> None:
         if job is self._load_job:
@@ -222,7 +259,7 @@ class PredictPage(QWidget):
                                     f"running on {result.provider}")
             self.model_loaded.emit(Path(info.path))
         elif job in self._predict_jobs:
-            self._add_results(result)
+            self._add_results(result[self._rows_shown[job]:])  # inputs that named no image (not in a batch)
         elif job in self._thumbnail_jobs:
             self.predictions_view.set_thumbnails(result)
 
@@ -235,12 +272,20 @@ class PredictPage(QWidget):
             self.status.setText(f"Classification failed: {message}")
 
     @Slot(object)
+    def on_aborted(self, job: Job) -> None:
+        if job in self._predict_jobs:
+            self.status.setText(f"Stopped: {len(self.results)} result(s) kept; drop the photos again to classify "
+                                "the rest.")
+
+    @Slot(object)
     def on_finished(self, job: Job) -> None:
         if job is self._load_job:
             self._load_job = None
             waiting, self._waiting = self._waiting, []
             self.classify(waiting)
         self._predict_jobs.discard(job)
+        self._rows_shown.pop(job, None)
         self._thumbnail_jobs.discard(job)
         if not self._predict_jobs:
             self.progress.hide()
+            self.cancel_button.hide()

@@ -29,6 +29,7 @@ from desktop.widgets.log_view import LogView
 from desktop.widgets.plots import TRAIN_COLOR, VAL_COLOR, MetricPlot
 from desktop.workers import Job, JobRunner
 from engine.events import BatchProgress, EpochEnded, EpochStarted, Progress, RunFinished, RunStarted
+from engine.training.run_folder import RUN_FILE
 
 REDRAW_MS = 250
 
@@ -352,6 +353,9 @@ class TrainPage(QWidget):
 
     @Slot(object)
     def on_run_finished(self, event: RunFinished) -> None:
+        if event.status != "completed" and not (Path(event.run_dir) / RUN_FILE).is_file():
+            self._stopped_before_training()  # stopped while scanning or building the model: no run to resume
+            return
         if event.status == "completed":
             accuracy = event.summary.get("validation_accuracy", event.best_val_accuracy)
             self.log_view.add_line(f"Finished: best epoch {event.best_epoch} of 0–{event.epochs_run - 1}, validation "
@@ -377,10 +381,13 @@ class TrainPage(QWidget):
     @Slot(object)
     def on_aborted(self, job: Job) -> None:
         if job is self._train_job:
-            self.log_view.add_line("Stopped before training began.")
-            self.progress.setRange(0, 1)
-            self.progress.setFormat("Stopped")
-            self._discard_empty_run_folder()
+            self._stopped_before_training()
+
+    def _stopped_before_training(self) -> None:
+        self.log_view.add_line("Stopped before training began.")
+        self.progress.setRange(0, 1)
+        self.progress.setFormat("Stopped")
+        self._discard_empty_run_folder()
 
     @Slot(object)
     def on_finished(self, job: Job) -> None:

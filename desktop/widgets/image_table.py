@@ -35,6 +35,7 @@ class ImageTable(QTableView):
         header.resizeSection(0, THUMBNAIL_SIZE + 8)
         header.setStretchLastSection(True)
         self.doubleClicked.connect(self.on_double_clicked)
+        self._rows_by_path: dict[str, list[int]] = {}  # so thumbnails arriving in batches find their rows at once
 
     def add_row(self, path: str, cells: Sequence[QStandardItem | str], tooltip: str = "") -> None:
         thumb = QStandardItem()
@@ -43,10 +44,12 @@ class ImageTable(QTableView):
         row = [thumb, *(cell if isinstance(cell, QStandardItem) else QStandardItem(cell) for cell in cells)]
         for item in row:
             item.setEditable(False)
+        self._rows_by_path.setdefault(path, []).append(self.items.rowCount())
         self.items.appendRow(row)
 
     def clear_rows(self) -> None:
         self.items.removeRows(0, self.items.rowCount())
+        self._rows_by_path.clear()
 
     def path_at(self, row: int) -> str:
         return str(self.items.item(row, 0).data(PATH_ROLE))
@@ -55,10 +58,12 @@ class ImageTable(QTableView):
         return [self.path_at(row) for row in range(self.items.rowCount())]
 
     def set_thumbnails(self, thumbnails: Mapping[str, np.ndarray | None]) -> None:
-        for row in range(self.items.rowCount()):
-            array = thumbnails.get(self.path_at(row))
-            if array is not None:
-                self.items.item(row, 0).setData(to_pixmap(array), Qt.ItemDataRole.DecorationRole)
+        for path, array in thumbnails.items():
+            if array is None:
+                continue
+            pixmap = to_pixmap(array)
+            for row in self._rows_by_path.get(path, ()):
+                self.items.item(row, 0).setData(pixmap, Qt.ItemDataRole.DecorationRole)
 
     @Slot(QModelIndex)
     def on_double_clicked(self, index: QModelIndex) -> None:

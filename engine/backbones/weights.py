@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import torch
@@ -76,14 +77,17 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     """Load a .pth/.pt (tensors only, ``weights_only=True``) or .safetensors state dict."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsUnavailableError(f"{path}: weights file not found")
+        raise WeightsUnavailableError(f"{path}: is a folder; pass the weights file itself (.pth, .pt, .safetensors)"
+                                      if path.is_dir() else f"{path}: weights file not found")
     try:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # a forged file makes torch warn about its pickle protocol
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure here means an unusable file; say which
         raise WeightsUnavailableError(
             f"{path}: not a usable weights file ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "

@@ -23,7 +23,7 @@ from engine.atomic import write_atomic
 from engine.control import RunControl
 from engine.dataset.validate import content_hash, decode_in_parallel
 from engine.events import EventSink, ignore_event
-from engine.images import ImageLoadError, decode_for_cache
+from engine.images import ImageLoadError, decode_for_cache, file_error_reason
 from engine.preprocessing import Preprocessing
 
 _log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class DecodedImageCache:
         try:
             stat = os.stat(path)
         except OSError as exc:
-            raise ImageLoadError(path, f"cannot read the file ({exc.strerror or exc})") from exc
+            raise ImageLoadError(path, file_error_reason(exc)) from exc
         signature = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
         with self._lock:
             known = self._hashes.get(str(path))

@@ -19,7 +19,7 @@ from typing import TypeVar
 from engine.control import RunControl
 from engine.dataset.report import IMBALANCE_WARNING_RATIO, SPLITS
 from engine.events import EventSink, Progress, ignore_event
-from engine.images import ImageLoadError, load_rgb
+from engine.images import ImageLoadError, file_error_reason, load_rgb
 
 MIN_IMAGES_PER_CLASS = 2
 MIN_CLASSES = 2
@@ -45,7 +45,7 @@ def content_hash(path: Path | str) -> str:
             while chunk := handle.read(_HASH_CHUNK):
                 digest.update(chunk)
     except OSError as exc:
-        raise ImageLoadError(path, f"cannot read the file ({exc.strerror or exc})") from exc
+        raise ImageLoadError(path, file_error_reason(exc)) from exc
     return digest.hexdigest()
 
 

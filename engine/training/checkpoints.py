@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,14 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 def load_checkpoint(path: Path, device: str = "cpu") -> dict[str, Any]:
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # a forged file makes torch warn about its pickle protocol; we refuse it
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError as exc:
         raise CheckpointError(f"{path}: checkpoint not found") from exc
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets the same clear refusal
-        raise CheckpointError(f"{path}: unreadable or unsafe checkpoint ({type(exc).__name__})") from exc
-    if not isinstance(payload, dict) or "model" not in payload:
+        raise CheckpointError(f"{path}: unreadable or unsafe checkpoint ({type(exc).__name__}); it was not "
+                              "loaded") from exc
+    if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
         raise CheckpointError(f"{path}: not a Transfer Studio checkpoint")
     return payload

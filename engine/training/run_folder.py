@@ -23,6 +23,7 @@ EVALUATION_FILE = "evaluation.json"
 SCAN_REPORT_FILE = "scan_report.json"
 MODEL_FILE = "model.onnx"  # where export writes by default
 RUN_FORMAT = 1
+RUN_STATUSES = ("running", "completed", "cancelled", "failed")
 
 
 class RunFolderError(ValueError):
@@ -76,6 +77,8 @@ def read_run(run_dir: Path) -> RunInfo:
             raise ValueError("labels must be a list of at least two names")
         if len(set(labels)) != len(labels):
             raise ValueError("labels must be unique")
+        if not isinstance(raw["data_dir"], str) or raw["status"] not in RUN_STATUSES:
+            raise ValueError(f"data_dir must be a folder name and status one of {', '.join(RUN_STATUSES)}")
         return RunInfo(path=run_dir, config=TrainConfig.from_dict(raw["config"]), labels=tuple(labels),
                        preprocessing=Preprocessing.from_dict(raw["preprocessing"]),
                        data_dir=str(raw["data_dir"]), status=str(raw["status"]), raw=raw)
@@ -91,7 +94,13 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not all(isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in records):
+            raise ValueError("every line must be an object with an integer epoch")
+    except ValueError as exc:
+        raise RunFolderError(f"{path}: damaged or edited metrics file, refused ({exc})") from exc
+    return records
 
 
 def truncate_metrics(run_dir: Path, last_epoch: int) -> None:

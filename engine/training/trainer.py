@@ -6,6 +6,7 @@ Cancel and failure are handled in one place, and every run ends with an explicit
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.atomic import write_json_atomic
+from engine.atomic import remove_stale_temporaries, write_json_atomic
 from engine.backbones.build import TransferModel, create_model
 from engine.backbones.registry import get_backbone
 from engine.control import Cancelled, RunControl
@@ -40,7 +41,7 @@ from engine.preprocessing import Preprocessing
 from engine.training import run_folder as rf
 from engine.training.augment import build_train_transform
 from engine.training.batch_size import fastest_batch_size
-from engine.training.checkpoints import load_checkpoint, save_checkpoint
+from engine.training.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from engine.training.config import TrainConfig
 from engine.training.device import DeviceSetup, resolve_device
 from engine.training.feature_cache import FeatureCache, weights_identity
@@ -85,6 +86,8 @@ def train(
         else:
             if (run_dir / rf.RUN_FILE).exists():
                 raise RunExistsError(f"{run_dir}: already holds a run; resume it (--resume) or choose another folder")
+            if run_dir.exists() and not run_dir.is_dir():
+                raise RunExistsError(f"{run_dir}: is a file, not a folder; choose a folder for the run")
             config = config or TrainConfig()
         if data_dir is None:
             raise ValueError("no dataset folder given")
@@ -99,7 +102,8 @@ def train(
         return TrainResult(str(run_dir), "cancelled", -1, 0.0, 0, None)
     except Exception as exc:
         if run_file_written:
-            rf.update_run_file(run_dir, status="failed", error=str(exc))
+            with contextlib.suppress(OSError):  # e.g. a full disk: the error below says so; run.json stays valid
+                rf.update_run_file(run_dir, status="failed", error=str(exc))
         on_event(RunFailed(str(run_dir), str(exc)))
         raise
 
@@ -127,8 +131,6 @@ class _Session:
             self.data_dir, val_fraction=self.config.val_split, test_fraction=self.config.test_split,
             seed=self.config.seed, cache=self.cache, on_event=self.on_event, control=self.control,
         )
-        for warning in self.report.warnings:
-            self.on_event(WarningEvent(warning))
         self.labels = list(self.report.classes)
         self.train_items = self.report.split_items("train")
         self.val_items = self.report.split_items("val")
@@ -145,10 +147,12 @@ class _Session:
         self.feature_cache = FeatureCache(self.config.backbone, weights_id, self.preprocessing, self.first_trainable)
         self.frozen_batch_size = fastest_batch_size(self.model, range(self.first_trainable), self.preprocessing.crop,
                                                     self.setup, f"{self.config.backbone}|{weights_id}")
+        self.control.check()  # a stop while preparing (model, batch-size measurement) leaves no run behind
         if resume:
             self._load_resume_state()
         else:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.run_dir)  # a start killed before run.json was written may leave some
             rf.write_run_file(self.run_dir, {
                 "status": "running", "created": _now(), "data_dir": str(self.data_dir.resolve()),
                 "config": self.config.to_dict(), "backbone": self.spec.name, "labels": self.labels,
@@ -165,15 +169,22 @@ class _Session:
         if list(info.labels) != self.labels:
             raise ValueError(f"{self.data_dir}: classes changed since the run started "
                              f"({', '.join(info.labels)} → {', '.join(self.labels)}); start a new run")
+        remove_stale_temporaries(self.run_dir)  # half-written files of a killed process
         last = self.run_dir / rf.LAST_FILE
         if last.exists():
             self.checkpoint = load_checkpoint(last, self.setup.device)
-            self.model.load_state_dict(self.checkpoint["model"])
-            self.start_epoch = int(self.checkpoint["epoch"]) + 1
-            self.best = dict(self.checkpoint["best"])
-            self.bad_epochs = int(self.checkpoint["bad_epochs"])
+            try:
+                self.model.load_state_dict(self.checkpoint["model"])
+                self.start_epoch = int(self.checkpoint["epoch"]) + 1
+                self.best = dict(self.checkpoint["best"])
+                self.bad_epochs = int(self.checkpoint["bad_epochs"])
+            except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                raise CheckpointError(f"{last}: does not match this run ({str(exc).strip().splitlines()[0]}); "
+                                      "delete it to start the run again from epoch 0, or start a new run") from exc
             rf.truncate_metrics(self.run_dir, self.start_epoch - 1)
         else:
+            self.on_event(WarningEvent(f"{self.run_dir}: no checkpoint yet (the run stopped before its first epoch "
+                                       "ended); starting again from epoch 0"))
             rf.truncate_metrics(self.run_dir, -1)
         rf.update_run_file(self.run_dir, status="running")
 

@@ -111,12 +111,19 @@ def test_a_failing_job_shows_a_message_and_the_app_keeps_working(window, find, q
 
 
 def test_stopping_while_preparing_is_quiet(window, find, qtbot, small_data: Path) -> None:
+    # Stop once the job has started (it scans): the trainer then returns "cancelled" before any run file exists,
+    # which must read the same as a stop before the job started (it used to say "Run cancelled", offer Resume for
+    # a run that does not exist, and leave its empty folder: a race that made this test flaky).
     _open_dataset(window, qtbot, small_data)
     window.tabs.setCurrentWidget(window.train_page)
     start = find("startButton", QPushButton)
-    with qtbot.waitSignal(window.runners["training"].finished, timeout=TIMEOUT_MS,
+    runner = window.runners["training"]
+    with qtbot.waitSignal(runner.finished, timeout=TIMEOUT_MS,
                           check_params_cb=lambda job: job.description.startswith("Training")):
-        qtbot.mouseClick(start, Qt.MouseButton.LeftButton)
+        with qtbot.waitSignal(runner.started, timeout=TIMEOUT_MS,
+                              check_params_cb=lambda job: job.description.startswith("Training")):
+            qtbot.mouseClick(start, Qt.MouseButton.LeftButton)
         qtbot.mouseClick(find("stopButton", QPushButton), Qt.MouseButton.LeftButton)
     assert start.isEnabled() and not window.notice.isVisible()
     assert "Stop" in window.train_page.progress.format()
+    assert not find("resumeButton", QPushButton).isVisible() and not window.train_page.run_dir.exists()

@@ -17,6 +17,8 @@ EXPECTED_REASONS = {
     "truncated.png": "truncated",
     "text.jpg": "not an image",
     "page.jpg": "not an image",
+    "document.jpg": "not an image",
+    "line.png": "extreme aspect ratio",
     "bomb.png": "decompression-bomb",
 }
 

@@ -163,7 +163,7 @@ def test_progress_events_and_cancel(predictor: Predictor, tmp_path: Path, make_i
 
     with pytest.raises(Cancelled):
         predictor.predict_paths(paths, batch_size=2, on_event=cancel_after_first, control=control)
-    assert len(seen) == 1
+    assert sum(isinstance(e, Progress) for e in seen) == 1  # one batch ran
 
 
 def test_expand_inputs(tmp_path: Path, make_image) -> None:

@@ -85,7 +85,7 @@ def test_decode_and_hash_identifies_bytes(tmp_path: Path, make_image):
     (tmp_path / "b.png").write_bytes(first.read_bytes())
     assert decode_and_hash(first) == decode_and_hash(tmp_path / "b.png") == content_hash(first)
     assert content_hash(make_image(tmp_path / "c.png")) != content_hash(first)
-    with pytest.raises(ImageLoadError, match="cannot read"):
+    with pytest.raises(ImageLoadError, match="file not found"):
         content_hash(tmp_path / "gone.png")
 
 

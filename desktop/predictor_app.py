@@ -1,0 +1,137 @@
+"""Transfer Studio Predictor: the Predict page alone in its own window, for the light bundle that has no torch.
+
+Everything imported here (the page, its jobs, the worker, ``engine.predict``) is torch-free; the packaging test
+checks that in a fresh interpreter, and the bundle proves it by being built without torch installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from PySide6.QtCore import Slot
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QMainWindow, QVBoxLayout, QWidget
+
+from desktop import paths
+from desktop.app import run_window
+from desktop.pages.predict import PredictPage
+from desktop.settings import AppSettings
+from desktop.widgets.drop_area import dropped_paths
+from desktop.widgets.notice import NoticeBar
+from desktop.workers import Job, JobRunner
+
+APP_NAME = "Transfer Studio Predictor"
+CLOSE_WAIT_MS = 2000
+
+
+class PredictorWindow(QMainWindow):
+    """The Predict page with its own JobRunner; photos, folders and .onnx files can be dropped anywhere on it."""
+
+    def __init__(self, settings: AppSettings | None = None) -> None:
+        super().__init__()
+        self.setObjectName("predictorWindow")
+        self.setWindowTitle(APP_NAME)
+        self.setAcceptDrops(True)
+        self.settings = settings or AppSettings()
+        self.runner = JobRunner("predict", self)
+        self.page = PredictPage(self.runner, self.settings)
+        self.page.model_loaded.connect(self.on_model_loaded)
+        self.runner.failed.connect(self.on_job_failed)
+        self.notice = NoticeBar()
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addWidget(self.notice)
+        layout.addWidget(self.page, 1)
+        self.setCentralWidget(central)
+        geometry = self.settings.geometry("predictor")
+        if geometry is None or not self.restoreGeometry(geometry):
+            self.resize(900, 680)
+        self._stopping = False
+
+    def open_paths(self, dropped: Sequence[Path]) -> None:
+        """An .onnx loads as the model; everything else is classified (once the model has loaded)."""
+        self.page.on_paths_dropped(list(dropped))
+
+    @Slot(str, str)
+    def show_error(self, message: str, details: str = "") -> None:
+        self.notice.show_message(f"{message}\n(Logged to {paths.log_file()})" if details else message, details)
+
+    def stop_workers(self, timeout_ms: int) -> bool:
+        """Cancel every job and end the worker thread; True when it has ended within ``timeout_ms``."""
+        self.runner.stop()
+        return self.runner.wait(timeout_ms)
+
+    # --- events ------------------------------------------------------------------------------------
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if dropped_paths(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        dropped = dropped_paths(event.mimeData())
+        if dropped:
+            event.acceptProposedAction()
+            self.open_paths(dropped)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        """Cancel, wait briefly, else show "Stopping…" and close when the worker thread has finished."""
+        if not self._stopping:
+            self.settings.set_geometry("predictor", self.saveGeometry())
+            self.settings.qsettings.sync()
+            self._stopping = True
+            if self.stop_workers(CLOSE_WAIT_MS):
+                event.accept()
+                return
+        if not self.runner.running:
+            event.accept()
+            return
+        event.ignore()
+        self.page.status.setText("Stopping… (finishing the current step, then the window closes)")
+        self.centralWidget().setEnabled(False)
+        self.runner.qthread.finished.connect(self.close)
+
+    # --- slots -------------------------------------------------------------------------------------
+    @Slot(object)
+    def on_model_loaded(self, path: Path) -> None:
+        self.settings.add_recent("model", path)
+        self.setWindowTitle(f"{Path(path).name} — {APP_NAME}")
+
+    @Slot(object, str, str)
+    def on_job_failed(self, job: Job, message: str, details: str) -> None:
+        self.show_error(f"{job.description} failed: {message}", details)
+
+
+def smoke_report(window: PredictorWindow) -> int | None:
+    """Print the model line and the results once the worker is idle; exit 1 if a requested model did not load."""
+    if window.runner.busy:
+        return None
+    page = window.page
+    print(f"model: {page.model_info.text()}", flush=True)
+    print(f"results: {len(page.results)} ({sum(1 for r in page.results if r.error)} could not be read)", flush=True)
+    return 0 if page.predictor is not None or not page.model_edit.text() else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="transfer-studio-predictor",
+                                     description=f"{APP_NAME}: classify photos with an exported model. "
+                                                 "'transfer-studio-predictor predict --help' for the command line.")
+    parser.add_argument("photos", type=Path, nargs="*", help="photos or folders to classify once the model loads")
+    parser.add_argument("--model", type=Path, default=None, help="the .onnx model to load at start")
+    parser.add_argument("--smoke-seconds", type=float, default=None,
+                        help="show the window for N seconds, print the model and results, and exit (smoke test)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = _parser().parse_args(argv)
+
+    def create_window() -> PredictorWindow:
+        window = PredictorWindow()
+        if options.model is not None:
+            window.page.load_model(options.model)
+        window.page.classify(options.photos)
+        return window
+
+    return run_window(APP_NAME, create_window, smoke_seconds=options.smoke_seconds, smoke_report=smoke_report)
