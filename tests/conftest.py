@@ -171,3 +171,14 @@ def trained_run(sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     run_dir = tmp_path_factory.mktemp("runs") / "run"
     train(sample_data, run_dir, TrainConfig(epochs=2, batch_size=16, early_stopping=0))
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def exported_model(trained_run: Path) -> Path:
+    """The trained run's model.onnx, exported once per session (parity-checked against PyTorch)."""
+    path = trained_run / "model.onnx"
+    if not path.is_file():
+        from engine.export import export_onnx
+
+        export_onnx(trained_run)
+    return path

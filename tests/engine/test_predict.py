@@ -25,14 +25,8 @@ TINY_LABELS = ("red", "green", "blue")
 
 
 @pytest.fixture(scope="module")
-def model_path(trained_run: Path) -> Path:
-    """The trained run's model.onnx (exported by test_export when it ran first, else here)."""
-    path = trained_run / "model.onnx"
-    if not path.is_file():
-        from engine.export import export_onnx
-
-        export_onnx(trained_run)
-    return path
+def model_path(exported_model: Path) -> Path:
+    return exported_model
 
 
 @pytest.fixture(scope="module")

@@ -58,14 +58,6 @@ def clean_env(tmp_path: Path) -> CleanEnv:
 
 
 @pytest.fixture(scope="session")
-def exported_model(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The session's small trained run exported by the engine (parity-checked against PyTorch)."""
-    from engine.export import export_onnx
-
-    return Path(export_onnx(trained_run, tmp_path_factory.mktemp("bundle_model") / "model.onnx").path)
-
-
-@pytest.fixture(scope="session")
 def evaluation(trained_run: Path) -> dict:
     """The run's evaluation.json: its labels, and what the engine predicted for each validation image."""
     return json.loads((trained_run / "evaluation.json").read_text(encoding="utf-8"))

@@ -29,17 +29,6 @@ settings, make_window, window, find, drop = (_desktop.settings, _desktop.make_wi
                                             _desktop.drop)
 
 
-@pytest.fixture(scope="session")
-def exported_model(trained_run: Path) -> Path:
-    """The trained run's model.onnx (exported here unless another test module already did)."""
-    path = trained_run / "model.onnx"
-    if not path.is_file():
-        from engine.export import export_onnx
-
-        export_onnx(trained_run)
-    return path
-
-
 @pytest.fixture
 def run_copy(trained_run: Path, exported_model: Path, tmp_path: Path) -> Path:
     """A copy of the trained run, with its exported model, that a test may damage."""
