@@ -26,11 +26,10 @@ def timed_train(data: Path, out: Path, config: TrainConfig) -> dict:
     started = time.perf_counter()
     result = train(data, out, config)
     metrics = rf.read_metrics(out)
-    fine = [m for m in metrics if m["phase"] != "head"]
     return {"device": rf.read_run(out).raw["device"], "strategy": config.strategy,
             "wall_s": time.perf_counter() - started,
             "head_s": metrics[0]["seconds"] if metrics[0]["phase"] == "head" else None,
-            "train_img_s": sum(m["images_per_second"] for m in fine) / len(fine) if fine else None,
+            "train_img_s": rf.fine_tune_throughput(metrics),
             "best_val": result.best_val_accuracy, "epochs": len(metrics), "status": result.status}
 
 

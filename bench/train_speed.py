@@ -28,7 +28,9 @@ from engine.backbones.build import create_model
 from engine.backbones.registry import get_backbone
 from engine.dataset.sample_data import generate_sample_dataset
 from engine.dataset.scan import scan_dataset
+from engine.events import Info
 from engine.training import run_folder as rf
+from engine.training.config import TrainConfig
 from engine.training.trainer import train
 
 
@@ -94,14 +96,28 @@ def classic_recipe(data: Path, epochs: int, seed: int) -> dict:
 
 
 def transfer_studio(data: Path, out: Path, seed: int) -> dict:
+    cache_lines: list[str] = []
+
+    def on_event(event: object) -> None:
+        if isinstance(event, Info) and "feature cache" in event.message:
+            cache_lines.append(event.message)
+
     started = time.perf_counter()
-    result = train(data, out)
+    result = train(data, out, TrainConfig(seed=seed), on_event=on_event)  # otherwise the defaults
     wall = time.perf_counter() - started
     metrics = rf.read_metrics(out)
     fine = [m for m in metrics if m["phase"] != "head"]
     return {"wall_s": wall, "head_s": metrics[0]["seconds"], "head_val": metrics[0]["val_accuracy"],
-            "fine_tune_img_s": (sum(m["images_per_second"] for m in fine) / len(fine)) if fine else float("nan"),
-            "best_val": result.best_val_accuracy, "final_val": metrics[-1]["val_accuracy"], "epochs": len(metrics)}
+            "fine_tune_s": sum(m["seconds"] for m in fine), "fine_tune_view_s": sum(m["view_seconds"] for m in fine),
+            "fine_tune_img_s": rf.fine_tune_throughput(metrics) or float("nan"),
+            "best_val": result.best_val_accuracy, "final_val": metrics[-1]["val_accuracy"], "epochs": len(metrics),
+            "feature_cache": cache_lines}
+
+
+def _report(name: str, result: dict) -> None:
+    print(f"{name}:", json.dumps({k: v for k, v in result.items() if k != "feature_cache"}), flush=True)
+    for line in result["feature_cache"]:
+        print(f"    {line}")
 
 
 def main() -> int:
@@ -116,9 +132,9 @@ def main() -> int:
     print(f"data: {data}; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores",
           flush=True)
     ours = transfer_studio(data, work / "run-cold", args.seed)
-    print("transfer-studio (cold cache):", json.dumps(ours), flush=True)
+    _report("transfer-studio (cold cache)", ours)
     warm = transfer_studio(data, work / "run-warm", args.seed)
-    print("transfer-studio (warm cache):", json.dumps(warm), flush=True)
+    _report("transfer-studio (warm cache)", warm)
     classic = classic_recipe(data, args.classic_epochs, args.seed)
     print("classic recipe:", json.dumps(classic), flush=True)
     print("\nratios (transfer-studio / classic):")

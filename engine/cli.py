@@ -141,6 +141,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-split", type=float, default=d.val_split)
     parser.add_argument("--test-split", type=float, default=d.test_split)
     parser.add_argument("--augment", choices=AUGMENT_PRESETS, default=d.augment)
+    parser.add_argument("--augment-views", type=int, default=d.augment_views,
+                        help="augmented views per photo computed once and cycled through the fine-tune epochs")
     parser.add_argument("--early-stopping", type=int, default=d.early_stopping, help="patience in epochs; 0 = off")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--device", choices=DEVICES, default=d.device)
@@ -217,6 +219,7 @@ def _train(args: argparse.Namespace) -> int:
         config = TrainConfig(
             backbone=args.backbone, strategy=args.strategy, epochs=args.epochs, batch_size=args.batch_size,
             lr=args.lr, val_split=args.val_split, test_split=args.test_split, augment=args.augment,
+            augment_views=args.augment_views,
             early_stopping=args.early_stopping, seed=args.seed, device=args.device,
             weights_file=str(args.weights) if args.weights else None, optimizer=args.optimizer,
             unfreeze_stages=args.unfreeze_stages, class_weighting=args.class_weighting,

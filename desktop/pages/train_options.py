@@ -49,6 +49,8 @@ MAIN_OPTIONS = {
 ADVANCED_OPTIONS = {
     "backbone_lr_factor": ("Backbone LR factor", "Backbone learning rate relative to the head's"),
     "unfreeze_stages": ("Unfrozen stages", "Fine-tune: how many top backbone stages are trained"),
+    "augment_views": ("Augmented views", "Fine-tune: augmented copies of each photo computed once and reused "
+                      "across epochs (as many as the epochs: new ones every epoch, slower)"),
     "optimizer": ("Optimizer", "AdamW or SGD with momentum"),
     "weight_decay": ("Weight decay", "L2 regularisation of the weights"),
     "warmup_epochs": ("Warm-up epochs", "Epochs of linear learning-rate warm-up before the cosine decay"),
@@ -103,6 +105,7 @@ def _option_widget(name: str) -> QWidget:
         "augment": lambda: _combo([DEFAULTS["augment"]]),  # the full list arrives with the worker's options
         "backbone_lr_factor": lambda: ScientificSpinBox(1e-4, 1.0),
         "unfreeze_stages": lambda: _spin(1, 20),
+        "augment_views": lambda: _spin(1, 1000),
         "optimizer": lambda: _combo(OPTIMIZERS),
         "weight_decay": lambda: _double(0.0, 1.0, 1e-4, decimals=5),
         "warmup_epochs": lambda: _double(0.0, 100.0, 0.5),

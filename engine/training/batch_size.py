@@ -1,61 +1,75 @@
-"""Measure, once per machine, which batch size runs the frozen backbone fastest per image.
+"""Find, during the first real forward passes, which batch size runs the frozen backbone fastest per image.
 
 On small CPUs a large batch is often slower per image than a small one (cache pressure), while GPUs want
-large batches; guessing either way costs minutes on big datasets. The answer is remembered in the cache.
+large batches; guessing either way costs minutes on big datasets. The candidates are tried on the first
+batches of real work (nothing is computed only to be thrown away), and the answer is remembered in the cache.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import time
 from pathlib import Path
 
 import platformdirs
-import torch
 
 from engine.atomic import write_json_atomic
-from engine.training.device import DeviceSetup
-from engine.training.quick_head import run_stages
 
 CANDIDATES = (4, 8, 16, 32)
-_REPEATS = 2
 
 
 def _store() -> Path:
     return Path(platformdirs.user_cache_dir("transfer-studio")) / "batch_sizes.json"
 
 
-def fastest_batch_size(model: torch.nn.Module, stages: range, crop: int, setup: DeviceSetup, identity: str) -> int:
-    if not stages:
-        return CANDIDATES[-1]
-    key = f"{identity}|{setup.description}|{stages.start}-{stages.stop}|{crop}"
-    try:
-        known = json.loads(_store().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        known = {}
-    if isinstance(known, dict) and isinstance(known.get(key), int):
-        return known[key]
-    model.eval()
-    per_image = {}
-    with torch.inference_mode():
-        for size in CANDIDATES:
-            x = torch.randn(size, 3, crop, crop, device=setup.device)
-            if setup.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(setup.device, dtype=setup.amp_dtype, enabled=setup.amp_dtype is not None):
-                run_stages(model, stages, x)  # warm-up: allocator, kernels
-                if setup.device == "cuda":
-                    torch.cuda.synchronize()
-                started = time.perf_counter()
-                for _ in range(_REPEATS):
-                    run_stages(model, stages, x)
-                if setup.device == "cuda":
-                    torch.cuda.synchronize()
-            per_image[size] = (time.perf_counter() - started) / (_REPEATS * size)
-    best = min(per_image, key=per_image.__getitem__)
-    known = known if isinstance(known, dict) else {}
-    known[key] = best
-    with contextlib.suppress(OSError):  # measuring again next time is the only cost
-        write_json_atomic(_store(), known)
-    return best
+class BatchSizeTuner:
+    """Hands out batch sizes: each candidate twice (the first call at a new shape pays one-off set-up costs
+    and is not counted), then the fastest per image, which is saved under ``key`` for later runs."""
+
+    def __init__(self, key: str | None = None, fixed: int | None = None) -> None:
+        self.key = key
+        self.chosen = fixed if fixed is not None else self._remembered()
+        self._plan = [size for size in CANDIDATES for _ in range(2)] if self.chosen is None else []
+        self._per_image: dict[int, float] = {}
+
+    @classmethod
+    def fixed(cls, size: int) -> BatchSizeTuner:
+        return cls(fixed=size)
+
+    def next(self) -> int:
+        return self._plan[0] if self._plan else self.chosen or self._best()
+
+    def record(self, size: int, seconds: float) -> None:
+        """Report how long the batch handed out by ``next`` took; only trial batches are kept."""
+        if not self._plan or self._plan[0] != size:
+            return
+        self._plan.pop(0)
+        if not self._plan or self._plan[0] != size:  # the second run of this size: the measured one
+            self._per_image[size] = seconds / size
+        if not self._plan:
+            self.chosen = self._best()
+            self._remember()
+
+    def _best(self) -> int:
+        return min(self._per_image, key=self._per_image.__getitem__) if self._per_image else CANDIDATES[0]
+
+    def _remembered(self) -> int | None:
+        if self.key is None:
+            return None
+        try:
+            value = json.loads(_store().read_text(encoding="utf-8")).get(self.key)
+        except (OSError, ValueError, AttributeError):
+            return None
+        return value if isinstance(value, int) and value > 0 else None
+
+    def _remember(self) -> None:
+        if self.key is None:
+            return
+        try:
+            known = json.loads(_store().read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            known = {}
+        known = known if isinstance(known, dict) else {}
+        known[self.key] = self.chosen
+        with contextlib.suppress(OSError):  # measuring again next time is the only cost
+            write_json_atomic(_store(), known)

@@ -34,6 +34,9 @@ class TrainConfig:
     early_stopping: int = 3  # epochs without validation improvement before stopping; 0 disables
     class_weighting: str = "auto"  # auto: weight the loss when the largest class is > 3x the smallest
     augment: str = "light"
+    # Augmented views of each training photo run through the frozen stages once (cached on disk) and are
+    # cycled through the fine-tune epochs; fresh views every epoch when this is >= epochs.
+    augment_views: int = 2
     val_split: float = 0.2
     test_split: float = 0.0
     seed: int = 0
@@ -50,6 +53,7 @@ class TrainConfig:
             (self.augment in AUGMENT_PRESETS, f"augment must be one of {', '.join(AUGMENT_PRESETS)}"),
             (1 <= self.epochs <= 1000, "epochs must be between 1 and 1000"),
             (1 <= self.batch_size <= 4096, "batch size must be between 1 and 4096"),
+            (1 <= self.augment_views <= 1000, "augment_views must be between 1 and 1000"),
             (0 < self.lr < 10, "learning rate must be positive and below 10"),
             (0 < self.backbone_lr_factor <= 1, "backbone_lr_factor must be in (0, 1]"),
             (self.unfreeze_stages >= 1, "unfreeze_stages must be at least 1"),

@@ -1,7 +1,8 @@
 """On-disk cache of frozen-backbone outputs, so a second run on the same photos skips the forward pass.
 
-Keyed by everything that changes the output: backbone, weights, preprocessing, the stage boundary, and
-the image's bytes. Entries are float32 ``.npy`` files written atomically under the user cache folder.
+Keyed by everything that changes the output: backbone, weights, preprocessing, the stage boundary, the
+input transform (evaluation crop or a seeded augmented view) and the image's bytes. Entries are float32
+``.npy`` files written atomically under the user cache folder.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ def weights_identity(backbone: str, weights_file: Path | None) -> str:
 
 class FeatureCache:
     def __init__(self, backbone: str, weights_id: str, preprocessing: Preprocessing, boundary: int,
-                 directory: Path | None = None) -> None:
-        identity = json.dumps([_FORMAT_VERSION, backbone, weights_id, preprocessing.to_dict(), boundary])
+                 directory: Path | None = None, variant: str = "evaluation") -> None:
+        """``variant`` names the input transform: the evaluation crop, or one seeded augmented view."""
+        identity = json.dumps([_FORMAT_VERSION, backbone, weights_id, preprocessing.to_dict(), boundary, variant])
         self.namespace = hashlib.blake2b(identity.encode(), digest_size=12).hexdigest()
         self.directory = (directory or default_feature_dir()) / self.namespace
 

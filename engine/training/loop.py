@@ -1,14 +1,14 @@
-"""One training epoch and one evaluation pass over cached, decoded images.
+"""One training epoch and one evaluation pass of the trainable top of the network.
 
-Frozen stages run once per batch without autograd, in eval mode; only the trainable top of the network
-builds a graph. Validation inputs to the trainable part are computed once and reused every epoch.
+Batches arrive as outputs of the frozen stages (computed once per augmented view, without autograd, by the
+trainer), or as images when nothing is frozen; only the trainable stages and the head build a graph.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +38,7 @@ class EpochStats:
 def train_one_epoch(
     model: TransferModel,
     first_trainable: int,
-    batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | Callable,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -53,19 +53,17 @@ def train_one_epoch(
     control: RunControl,
 ) -> EpochStats:
     set_mode()
-    frozen, trainable = range(first_trainable), range(first_trainable, len(model.stages))
+    trainable = range(first_trainable, len(model.stages))
     total_loss, correct, seen = 0.0, 0, 0
     started = last_event = time.perf_counter()
     for index, (images, targets) in enumerate(batches, start=1):
         control.check()
         images = images.to(setup.device, non_blocking=True)
         targets = targets.to(setup.device, non_blocking=True)
-        if setup.channels_last:
+        if setup.channels_last and images.dim() == 4:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(setup.device, dtype=setup.amp_dtype, enabled=setup.amp_dtype is not None):
-            with torch.no_grad():
-                features = run_stages(model, frozen, images)
-            logits = model.head(run_stages(model, trainable, features))
+            logits = model.head(run_stages(model, trainable, images))
             loss = loss_fn(logits.float(), targets)
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):

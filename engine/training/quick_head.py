@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from engine.control import RunControl
 from engine.events import EventSink, Progress, ignore_event
+from engine.training.batch_size import BatchSizeTuner
 from engine.training.device import DeviceSetup
 
 L2_CANDIDATES = (1e-4, 1e-3, 1e-2, 3e-2, 1e-1)
@@ -35,26 +36,35 @@ def forward_in_batches(
     count: int,
     load_batch: Callable[[range], torch.Tensor],
     setup: DeviceSetup,
-    batch_size: int,
+    batch_size: int | BatchSizeTuner,
     *,
     phase: str,
     on_event: EventSink = ignore_event,
     control: RunControl | None = None,
 ) -> torch.Tensor:
-    """Outputs of ``stages`` for ``count`` inputs, frozen (eval mode, no autograd), on the CPU."""
+    """Outputs of ``stages`` for ``count`` inputs, frozen (eval mode, no autograd), on the CPU.
+
+    A ``BatchSizeTuner`` tries its candidate sizes on these batches and is told how fast each ran.
+    """
+    sizes = batch_size if isinstance(batch_size, BatchSizeTuner) else BatchSizeTuner.fixed(batch_size)
     model.eval()
     outputs: list[torch.Tensor] = []
     started = time.perf_counter()
-    for start in range(0, count, batch_size):
+    done = 0
+    while done < count:
         if control is not None:
             control.check()
-        batch = load_batch(range(start, min(count, start + batch_size))).to(setup.device, non_blocking=True)
+        size = sizes.next()
+        batch = load_batch(range(done, min(count, done + size))).to(setup.device, non_blocking=True)
         if setup.channels_last and batch.dim() == 4:
             batch = batch.contiguous(memory_format=torch.channels_last)
+        batch_started = time.perf_counter()
         with torch.autocast(setup.device, dtype=setup.amp_dtype, enabled=setup.amp_dtype is not None):
             out = run_stages(model, stages, batch)
-        outputs.append(out.float().cpu())
-        done = min(count, start + batch_size)
+        outputs.append(out.float().cpu())  # the copy to the CPU waits for the GPU, so the timing below is real
+        if len(batch) == size:  # a short last batch says nothing about its size
+            sizes.record(size, time.perf_counter() - batch_started)
+        done += len(batch)
         elapsed = time.perf_counter() - started
         on_event(Progress(phase, done, count, f"{done / elapsed:.0f} img/s",
                           eta_seconds=elapsed / done * (count - done)))

@@ -108,3 +108,13 @@ def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
     kept = [r for r in read_metrics(run_dir) if r["epoch"] <= last_epoch]
     path = Path(run_dir) / METRICS_FILE
     write_bytes_atomic(path, "".join(json.dumps(r) + "\n" for r in kept).encode("utf-8"))
+
+
+def fine_tune_throughput(records: list[dict[str, Any]]) -> float | None:
+    """Training images per second over the epochs after the quick head, augmented-view passes included.
+
+    Total images over total seconds: a mean of per-epoch rates would overweight the fast epochs that reuse views.
+    """
+    fine = [m for m in records if m["phase"] != "head"]
+    seconds = sum(m["seconds"] for m in fine)
+    return sum(m["images_per_second"] * m["seconds"] for m in fine) / seconds if seconds > 0 else None

@@ -7,7 +7,9 @@ Cancel and failure are handled in one place, and every run ends with an explicit
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torchvision
 
 from engine.atomic import remove_stale_temporaries, write_json_atomic
 from engine.backbones.build import TransferModel, create_model
@@ -40,7 +43,7 @@ from engine.images import ImageLoadError, normalize_crop
 from engine.preprocessing import Preprocessing
 from engine.training import run_folder as rf
 from engine.training.augment import build_train_transform
-from engine.training.batch_size import fastest_batch_size
+from engine.training.batch_size import BatchSizeTuner
 from engine.training.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from engine.training.config import TrainConfig
 from engine.training.device import DeviceSetup, resolve_device
@@ -143,10 +146,10 @@ class _Session:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.first_trainable = first_trainable_stage(self.model, self.config.strategy, self.config.unfreeze_stages)
         self.class_weights = self._class_weights()
-        weights_id = weights_identity(self.config.backbone, _opt_path(self.config.weights_file))
-        self.feature_cache = FeatureCache(self.config.backbone, weights_id, self.preprocessing, self.first_trainable)
-        self.frozen_batch_size = fastest_batch_size(self.model, range(self.first_trainable), self.preprocessing.crop,
-                                                    self.setup, f"{self.config.backbone}|{weights_id}")
+        self.weights_id = weights_identity(self.config.backbone, _opt_path(self.config.weights_file))
+        self.frozen_batches = BatchSizeTuner(f"{self.config.backbone}|{self.weights_id}|{self.setup.description}|"
+                                             f"0-{self.first_trainable}|{self.preprocessing.crop}")
+        self.augment = build_train_transform(self.config.augment, self.preprocessing)
         self.control.check()  # a stop while preparing (model, batch-size measurement) leaves no run behind
         if resume:
             self._load_resume_state()
@@ -228,31 +231,47 @@ class _Session:
         return TrainResult(str(self.run_dir), status, int(self.best["epoch"]), float(self.best["val_accuracy"]),
                            epochs_run, evaluation)
 
-    def _load_eval_batch(self, items: tuple[ImageItem, ...]):  # noqa: ANN202 - a batch loader closure
-        def load(indices: range) -> torch.Tensor:
-            return torch.from_numpy(np.stack([
-                normalize_crop(self.cache.get(items[i].path), self.preprocessing) for i in indices
-            ]))
+    def _evaluation_input(self, item: ImageItem, _content_hash: str) -> np.ndarray:
+        return normalize_crop(self.cache.get(item.path), self.preprocessing)
+
+    def _augmented_input(self, view: int) -> Callable[[ImageItem, str], torch.Tensor]:
+        """One augmented view per (seed, photo, view number): the same every run, so its features can be cached."""
+        def load(item: ImageItem, content_hash: str) -> torch.Tensor:
+            key = hashlib.blake2b(f"{self.config.seed}|{content_hash}|{view}".encode(), digest_size=8).digest()
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int.from_bytes(key, "little") & (2**63 - 1))
+                return self.augment(torch.from_numpy(np.array(self.cache.get(item.path))).permute(2, 0, 1))
 
         return load
 
-    def _frozen_features(self, items: tuple[ImageItem, ...], phase: str) -> torch.Tensor:
-        """Outputs of the frozen stages: computed once (or read from the feature cache), reused every epoch."""
-        if self.first_trainable == 0:  # nothing frozen: the "features" are the preprocessed images themselves
-            return self._load_eval_batch(items)(range(len(items))) if items else torch.empty(0)
+    def _frozen_features(self, items: tuple[ImageItem, ...], phase: str, view: int | None = None) -> torch.Tensor:
+        """Outputs of the frozen stages for the evaluation crop (``view`` None) or one augmented view of each
+        photo: computed once (or read from the feature cache) and reused every epoch."""
         hashes = [self.cache.content_hash(item.path) for item in items]
-        found = {h: f for h in set(hashes) if (f := self.feature_cache.load(h)) is not None}
+        make_input = self._evaluation_input if view is None else self._augmented_input(view)
+
+        def loader(chosen: list[int]) -> Callable[[range], torch.Tensor]:  # batches of items[chosen]
+            return lambda batch: torch.stack([torch.as_tensor(make_input(items[chosen[i]], hashes[chosen[i]]))
+                                              for i in batch])
+
+        if self.first_trainable == 0:  # nothing frozen: the "features" are the preprocessed images themselves
+            return loader(list(range(len(items))))(range(len(items))) if items else torch.empty(0)
+        variant = "evaluation" if view is None else (f"augment {self.config.augment}, view {view}, "
+                                                     f"seed {self.config.seed}, torchvision {torchvision.__version__}")
+        cache = FeatureCache(self.config.backbone, self.weights_id, self.preprocessing, self.first_trainable,
+                             variant=variant)
+        found = {h: f for h in set(hashes) if (f := cache.load(h)) is not None}
         missing = [i for i, h in enumerate(hashes) if h not in found]
         if missing:
-            todo = tuple(items[i] for i in missing)
-            computed = forward_in_batches(self.model, range(self.first_trainable), len(todo),
-                                          self._load_eval_batch(todo), self.setup, self.frozen_batch_size,
-                                          phase=phase, on_event=self.on_event, control=self.control)
+            computed = forward_in_batches(self.model, range(self.first_trainable), len(missing), loader(missing),
+                                          self.setup, self.frozen_batches, phase=phase, on_event=self.on_event,
+                                          control=self.control)
             for i, features in zip(missing, computed, strict=True):
                 found[hashes[i]] = features.numpy()
-                self.feature_cache.save(hashes[i], found[hashes[i]])
+                cache.save(hashes[i], found[hashes[i]])
+        batch = f"batch size {self.frozen_batches.chosen}" if self.frozen_batches.chosen else "measuring batch sizes"
         self.on_event(Info(f"{phase}: {len(items) - len(missing)} of {len(items)} images from the feature cache, "
-                           f"{len(missing)} computed (batch size {self.frozen_batch_size})"))
+                           f"{len(missing)} computed ({batch})"))
         return torch.from_numpy(np.stack([found[h] for h in hashes])) if items else torch.empty(0)
 
     def _embeddings_from_frozen(self, features: torch.Tensor, phase: str) -> torch.Tensor:
@@ -293,7 +312,6 @@ class _Session:
     def _fine_tune(self, epochs: int) -> None:
         apply_strategy(self.model, self.first_trainable)
         optimizer = self._optimizer()
-        transform = build_train_transform(self.config.augment, self.preprocessing)
         scheduler = self._scheduler(optimizer, epochs, self.config.batch_size)
         scaler = torch.amp.GradScaler("cuda") if self.setup.use_scaler else None
         if self.checkpoint is not None and self.checkpoint.get("optimizer"):
@@ -306,10 +324,13 @@ class _Session:
         for epoch in range(max(1, self.start_epoch), epochs + 1):
             self.on_event(EpochStarted(epoch, epochs, phase))
             self.train_items = self._drop_unreadable(self.train_items)
+            view_started = time.perf_counter()
+            inputs = self._epoch_inputs(epoch)
+            view_seconds = time.perf_counter() - view_started
             while True:
                 try:
                     stats = train_one_epoch(
-                        self.model, self.first_trainable, self._train_batches(transform, epoch), optimizer,
+                        self.model, self.first_trainable, self._train_batches(inputs, epoch), optimizer,
                         scheduler, loss_fn, self.setup,
                         lambda: set_train_mode(self.model, self.first_trainable, self.config.strategy == "full"),
                         epoch=epoch, batch_count=self._steps_per_epoch(self.batch_size),
@@ -325,8 +346,9 @@ class _Session:
             val_loss, val_acc = head_metrics(val_logits, val_targets, self.class_weights,
                                              self.config.label_smoothing)
             self._end_epoch(epoch, phase, stats.loss, stats.accuracy, val_loss, val_acc,
-                            lr=optimizer.param_groups[0]["lr"], seconds=stats.seconds, images=stats.images,
-                            extra={}, optimizer=optimizer, scheduler=scheduler)
+                            lr=optimizer.param_groups[0]["lr"], seconds=view_seconds + stats.seconds,
+                            images=stats.images, extra={"view_seconds": view_seconds}, optimizer=optimizer,
+                            scheduler=scheduler)
             if self.config.early_stopping and self.bad_epochs >= self.config.early_stopping:
                 self.on_event(WarningEvent(
                     f"early stopping after epoch {epoch}: no validation improvement for {self.bad_epochs} epochs"))
@@ -375,24 +397,39 @@ class _Session:
             return torch.optim.SGD(groups, lr=self.config.lr, momentum=0.9, weight_decay=self.config.weight_decay)
         return torch.optim.AdamW(groups, lr=self.config.lr, weight_decay=self.config.weight_decay)
 
-    def _train_batches(self, transform, epoch: int):  # noqa: ANN001, ANN202 - a generator of batches
+    def _epoch_inputs(self, epoch: int) -> Callable[[int], torch.Tensor]:
+        """Input to the trainable stages for training photo ``i`` in this epoch.
+
+        Below frozen stages: the frozen output of augmented view (epoch - 1) mod augment_views, computed for all
+        photos at once (or read from the feature cache), so the frozen stages never run again for that view.
+        With nothing frozen, each photo is augmented afresh (nothing to save, and images are large to keep).
+        """
+        if self.first_trainable == 0:
+            return lambda i: self.augment(torch.from_numpy(np.array(self.cache.get(self.train_items[i].path)))
+                                          .permute(2, 0, 1))
+        views = self.config.augment_views
+        view = (epoch - 1) % views
+        features = self._frozen_features(self.train_items, f"augmented view {view + 1} of {views} (training)", view)
+        return features.__getitem__
+
+    def _train_batches(self, inputs: Callable[[int], torch.Tensor],
+                       epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled per epoch with a seed derived from (seed, epoch), so a resumed run sees the same order."""
         generator = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
         order = torch.randperm(len(self.train_items), generator=generator).tolist()
         torch.manual_seed(self.config.seed * 1000 + epoch)
         size = self.batch_size
         for start in range(0, len(order), size):
-            images, labels = [], []
-            for item in (self.train_items[i] for i in order[start:start + size]):
+            rows, labels = [], []
+            for index in order[start:start + size]:
                 try:
-                    pixels = np.array(self.cache.get(item.path))
+                    rows.append(inputs(index))
                 except ImageLoadError as exc:
                     self.on_event(WarningEvent(f"skipped {exc.path}: {exc.reason} (changed during training)"))
                     continue
-                images.append(transform(torch.from_numpy(pixels).permute(2, 0, 1)))
-                labels.append(item.label)
-            if images:
-                yield torch.stack(images), labels_tensor(labels)
+                labels.append(self.train_items[index].label)
+            if rows:
+                yield torch.stack(rows), labels_tensor(labels)
 
     def _end_epoch(self, epoch: int, phase: str, train_loss: float, train_acc: float, val_loss: float,
                    val_acc: float, *, lr: float, seconds: float, images: int, extra: dict[str, Any],

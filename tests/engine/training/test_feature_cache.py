@@ -1,5 +1,6 @@
 """The frozen-feature cache: reused on a second run, invalidated by any change that alters the features."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,13 @@ from engine.training.trainer import train
 
 def _cache_lines(events: list) -> list[str]:
     return [e.message for e in events if isinstance(e, Info) and "feature cache" in e.message]
+
+
+def _counts(line: str) -> dict:
+    """Parse "PHASE: CACHED of TOTAL images from the feature cache, COMPUTED computed (...)"."""
+    match = re.fullmatch(r"(.+): (\d+) of (\d+) images from the feature cache, (\d+) computed \(.+\)", line)
+    assert match, line
+    return {"phase": match[1], "cached": int(match[2]), "total": int(match[3]), "computed": int(match[4])}
 
 
 def test_second_run_skips_the_forward_pass_and_edits_invalidate(small_data: Path, tmp_path: Path) -> None:
@@ -35,10 +43,30 @@ def test_second_run_skips_the_forward_pass_and_edits_invalidate(small_data: Path
     Image.fromarray(image).save(victim)
     third: list = []
     train(data, tmp_path / "c", config, on_event=third.append)
-    assert sum(int(line.split(", ")[1].split(" ")[0]) for line in _cache_lines(third)) == 1
+    assert sum(_counts(line)["computed"] for line in _cache_lines(third)) == 1
 
 
-def test_namespace_changes_with_backbone_weights_preprocessing_and_boundary() -> None:
+def test_augmented_views_are_computed_once_then_reused_and_cached(small_data: Path, tmp_path: Path) -> None:
+    config = TrainConfig(epochs=3, batch_size=4, augment_views=2, early_stopping=0, seed=3)
+    first: list = []
+    train(small_data, tmp_path / "a", config, on_event=first.append)
+    views = [_counts(line) for line in _cache_lines(first) if line.startswith("augmented view")]
+    train_count = views[0]["total"]
+    assert [v["phase"] for v in views] == [
+        "augmented view 1 of 2 (training)", "augmented view 2 of 2 (training)", "augmented view 1 of 2 (training)"]
+    assert [v["computed"] for v in views] == [train_count, train_count, 0]
+
+    second: list = []
+    train(small_data, tmp_path / "b", config, on_event=second.append)
+    assert all(" 0 computed" in line for line in _cache_lines(second)), _cache_lines(second)
+    other_seed: list = []
+    train(small_data, tmp_path / "c", TrainConfig(epochs=1, batch_size=4, augment_views=2, seed=4),
+          on_event=other_seed.append)
+    fresh = [_counts(line) for line in _cache_lines(other_seed) if line.startswith("augmented view")]
+    assert [v["computed"] for v in fresh] == [train_count], "another seed must give other views"
+
+
+def test_namespace_changes_with_backbone_weights_preprocessing_boundary_and_view() -> None:
     prep = get_backbone("efficientnet_lite0").preprocessing()
     base = FeatureCache("efficientnet_lite0", "w1", prep, 7).namespace
     assert FeatureCache("resnet18", "w1", prep, 7).namespace != base
@@ -46,6 +74,9 @@ def test_namespace_changes_with_backbone_weights_preprocessing_and_boundary() ->
     assert FeatureCache("efficientnet_lite0", "w1", prep, 8).namespace != base
     other = type(prep)(resize=prep.resize + 1, crop=prep.crop, mean=prep.mean, std=prep.std)
     assert FeatureCache("efficientnet_lite0", "w1", other, 7).namespace != base
+    view = FeatureCache("efficientnet_lite0", "w1", prep, 7, variant="augment light, view 0, seed 0").namespace
+    assert view != base
+    assert FeatureCache("efficientnet_lite0", "w1", prep, 7, variant="augment light, view 1, seed 0").namespace != view
 
 
 def test_corrupt_cache_entry_is_recomputed(tmp_path: Path) -> None:

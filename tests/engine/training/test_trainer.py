@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine.backbones.build import create_model
 from engine.control import RunControl
 from engine.events import BatchProgress, EpochEnded, RunFailed, RunFinished
 from engine.training import run_folder as rf
@@ -33,6 +34,7 @@ def test_fine_tune_run_folder_is_complete(trained_run: Path) -> None:
     metrics = rf.read_metrics(trained_run)
     assert [m["epoch"] for m in metrics] == [0, 1, 2]
     assert [m["phase"] for m in metrics] == ["head", "fine-tune", "fine-tune"]
+    assert all(0 < m["view_seconds"] < m["seconds"] for m in metrics[1:]) and rf.fine_tune_throughput(metrics) > 0
     raw = run.raw
     assert raw["best_val_accuracy"] >= metrics[0]["val_accuracy"], "fine-tuning ended below the quick head"
     assert raw["best_val_accuracy"] == max(m["val_accuracy"] for m in metrics)
@@ -54,6 +56,32 @@ def test_reevaluation_matches_training_evaluation(trained_run: Path) -> None:
     assert [p["predicted"] for p in again["validation"]["predictions"]] == [
         p["predicted"] for p in saved["validation"]["predictions"]]
     assert again["validation"]["accuracy"] == saved["validation"]["accuracy"]
+
+
+def test_fine_tune_leaves_frozen_stages_and_all_batchnorm_statistics_untouched(
+        small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    boundaries = []
+    real_epoch = trainer_module.train_one_epoch
+
+    def checked_epoch(model, first_trainable, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        stats = real_epoch(model, first_trainable, *args, **kwargs)
+        frozen = list(model.stages[:first_trainable].parameters())
+        assert frozen and all(p.grad is None and not p.requires_grad for p in frozen)
+        assert all(p.grad is not None for p in model.stages[first_trainable:].parameters())
+        boundaries.append(first_trainable)
+        return stats
+
+    monkeypatch.setattr(trainer_module, "train_one_epoch", checked_epoch)
+    train(small_data, tmp_path / "run", TrainConfig(epochs=2, batch_size=4, early_stopping=0))
+    assert len(boundaries) == 2
+    pretrained = create_model("efficientnet_lite0", 2).state_dict()
+    trained = load_checkpoint(tmp_path / "run" / rf.LAST_FILE)["model"]
+    frozen = [k for k in pretrained if k.startswith("stages.") and int(k.split(".")[1]) < boundaries[0]]
+    statistics = [k for k in pretrained if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert frozen and statistics
+    assert all(torch.equal(trained[k], pretrained[k]) for k in frozen + statistics)
+    top = [k for k in pretrained if k.startswith(f"stages.{boundaries[0]}.") and k.endswith("weight")]
+    assert any(not torch.equal(trained[k], pretrained[k]) for k in top), "the unfrozen stages did train"
 
 
 def test_existing_run_is_not_overwritten(trained_run: Path, sample_data: Path) -> None:
