@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 from PySide6.QtGui import QImage, QPixmap
 
-from engine.images import ImageLoadError, load_rgb
+from engine.images import DRAFT_GAP, ImageLoadError, load_rgb
 
 THUMBNAIL_SIZE = 64
 _GAP = 2
@@ -21,7 +21,7 @@ _GAP = 2
 def load_thumbnail(path: Path | str, size: int = THUMBNAIL_SIZE) -> np.ndarray | None:
     """An RGB array no larger than ``size`` x ``size`` (aspect kept), or None for a file that cannot load."""
     try:
-        image = load_rgb(path)
+        image = load_rgb(path, at_least=DRAFT_GAP * size)  # a phone photo decodes at 1/8 scale
     except (ImageLoadError, OSError):
         return None
     image.thumbnail((size, size), Image.Resampling.BILINEAR)

@@ -24,6 +24,8 @@ class UsageError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] == "--smoke-seconds":  # the GUI (--smoke-seconds N: the bundle's smoke test)
+        if sys.platform == "win32":
+            import torch  # noqa: F401 - before Qt: Qt's DLLs loaded first break torch's (pytorch#166628)
         from desktop.app import main as gui_main
 
         return gui_main(argv)

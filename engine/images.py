@@ -27,6 +27,9 @@ _ALPHA_BACKGROUND = (255, 255, 255)
 # Resizing the shorter side of a 1,000,000 x 1 image to 256 pixels would need 65 billion pixels: refuse such
 # strips before decoding (500:1 still admits panoramas and, at 256, needs at most 33 million pixels).
 MAX_ASPECT_RATIO = 500
+DRAFT_GAP = 2  # big JPEGs are decoded at a reduced scale that keeps >= this times the resize target
+# Bump when decode_for_cache's output changes: the decoded and feature caches key on it.
+DECODER_VERSION = 2
 
 
 class ImageLoadError(Exception):
@@ -53,8 +56,12 @@ def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def load_rgb(path: Path | str) -> Image.Image:
-    """Decode ``path`` fully into an upright 8-bit RGB image, or raise ImageLoadError."""
+def load_rgb(path: Path | str, at_least: int | None = None) -> Image.Image:
+    """Decode ``path`` into an upright 8-bit RGB image, or raise ImageLoadError.
+
+    ``at_least``: a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (Pillow's draft, done inside the DCT, so
+    several times faster on phone photos) as long as its shorter side stays >= this many pixels.
+    """
     path = Path(path)
     try:
         if path.is_dir():
@@ -71,6 +78,8 @@ def load_rgb(path: Path | str) -> Image.Image:
                     raise ImageLoadError(path, f"extreme aspect ratio ({width}x{height}, more than "
                                                f"{MAX_ASPECT_RATIO}:1): too large once resized; crop it first")
                 image.seek(0)
+                if at_least is not None and image.format == "JPEG":
+                    image.draft(None, resized_size(width, height, at_least))
                 image.load()
                 return _to_rgb(ImageOps.exif_transpose(image))
     except ImageLoadError:
@@ -139,8 +148,13 @@ def center_crop_array(pixels: np.ndarray, crop: int) -> np.ndarray:
 
 
 def decode_for_cache(path: Path | str, preprocessing: Preprocessing) -> np.ndarray:
-    """Load and resize once (shorter side to ``preprocessing.resize``): the uint8 HWC array epochs reuse."""
-    image = resize_shorter_side(load_rgb(path), preprocessing.resize, preprocessing.interpolation)
+    """Load and resize once (shorter side to ``preprocessing.resize``): the uint8 HWC array epochs reuse.
+
+    Big JPEGs are decoded at a reduced scale that keeps at least twice the target size (Pillow's own
+    ``reducing_gap`` reasoning), so the antialiased resize that follows gives practically the same pixels.
+    """
+    image = load_rgb(path, at_least=DRAFT_GAP * preprocessing.resize)
+    image = resize_shorter_side(image, preprocessing.resize, preprocessing.interpolation)
     return np.asarray(image, dtype=np.uint8)
 
 

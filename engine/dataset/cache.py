@@ -23,14 +23,12 @@ from engine.atomic import write_atomic
 from engine.control import RunControl
 from engine.dataset.validate import content_hash, decode_in_parallel
 from engine.events import EventSink, ignore_event
-from engine.images import ImageLoadError, decode_for_cache, file_error_reason
+from engine.images import DECODER_VERSION, ImageLoadError, decode_for_cache, file_error_reason
 from engine.preprocessing import Preprocessing
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_BUDGET_BYTES = 2 * 1024**3
-# Bump when the decoder's output changes, so arrays written by an older version are not reused.
-_FORMAT_VERSION = 1
 
 
 def default_disk_dir() -> Path:
@@ -119,7 +117,7 @@ class DecodedImageCache:
 
     def _key(self, digest: str, size: int) -> str:
         resize, interpolation = self.preprocessing.resize, self.preprocessing.interpolation
-        settings = f"v{_FORMAT_VERSION}|{digest}|{size}|{resize}|{interpolation}"
+        settings = f"v{DECODER_VERSION}|{digest}|{size}|{resize}|{interpolation}"
         return hashlib.blake2b(settings.encode(), digest_size=16).hexdigest()
 
     def _lookup(self, path: Path | str) -> tuple[str, np.ndarray]:

@@ -17,6 +17,7 @@ import numpy as np
 import platformdirs
 
 from engine.atomic import write_atomic
+from engine.images import DECODER_VERSION
 from engine.preprocessing import Preprocessing
 
 _FORMAT_VERSION = 1
@@ -41,7 +42,8 @@ class FeatureCache:
     def __init__(self, backbone: str, weights_id: str, preprocessing: Preprocessing, boundary: int,
                  directory: Path | None = None, variant: str = "evaluation") -> None:
         """``variant`` names the input transform: the evaluation crop, or one seeded augmented view."""
-        identity = json.dumps([_FORMAT_VERSION, backbone, weights_id, preprocessing.to_dict(), boundary, variant])
+        identity = json.dumps([_FORMAT_VERSION, DECODER_VERSION, backbone, weights_id, preprocessing.to_dict(),
+                               boundary, variant])
         self.namespace = hashlib.blake2b(identity.encode(), digest_size=12).hexdigest()
         self.directory = (directory or default_feature_dir()) / self.namespace
 

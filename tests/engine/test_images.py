@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.images import ImageLoadError, decode_for_cache, is_image_path, load_rgb, preprocess_for_model
+from engine.images import (
+    ImageLoadError,
+    decode_for_cache,
+    is_image_path,
+    load_rgb,
+    preprocess_for_model,
+    resize_shorter_side,
+)
 from engine.preprocessing import Preprocessing
 
 PREPROCESSING = Preprocessing(resize=32, crop=28, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
@@ -94,3 +101,38 @@ def test_grayscale_and_alpha_modes_become_rgb(tmp_path: Path):
     Image.new("RGBA", (4, 4), (0, 0, 255, 0)).save(tmp_path / "clear.png")
     assert np.asarray(load_rgb(tmp_path / "gray.png"))[0, 0].tolist() == [77, 77, 77]
     assert np.asarray(load_rgb(tmp_path / "clear.png"))[0, 0].tolist() == [255, 255, 255]
+
+
+def _photo(path: Path, size: tuple[int, int], **save_options: object) -> Path:
+    """A real photo (scikit-image's astronaut) enlarged to phone-camera size, saved as JPEG."""
+    from skimage import data
+
+    Image.fromarray(data.astronaut()).resize(size, Image.Resampling.BICUBIC).save(path, quality=90, **save_options)
+    return path
+
+
+def test_big_jpeg_is_decoded_at_reduced_scale_with_practically_the_same_pixels(tmp_path: Path):
+    path = _photo(tmp_path / "big.jpg", (2048, 1536))
+    preprocessing = Preprocessing(resize=256, crop=224, mean=(0.5,) * 3, std=(0.5,) * 3, interpolation="bicubic")
+    assert load_rgb(path, at_least=512).size == (1024, 768)  # the largest DCT scale that keeps >= 512
+    full = np.asarray(resize_shorter_side(load_rgb(path), 256, "bicubic"), dtype=np.int16)
+    fast = decode_for_cache(path, preprocessing).astype(np.int16)
+    assert fast.shape == full.shape == (256, 341, 3)
+    difference = np.abs(fast - full)
+    assert difference.mean() < 0.5 and difference.max() <= 8
+
+
+def test_small_jpegs_and_other_formats_are_decoded_in_full(tmp_path: Path):
+    small = _photo(tmp_path / "small.jpg", (600, 400))
+    png = tmp_path / "big.png"
+    Image.open(_photo(tmp_path / "source.jpg", (2048, 1536))).save(png)
+    assert load_rgb(small, at_least=512).size == (600, 400)
+    assert load_rgb(png, at_least=512).size == (2048, 1536)
+
+
+def test_reduced_scale_decoding_keeps_the_exif_orientation(tmp_path: Path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: rotate 90 degrees clockwise to view
+    path = _photo(tmp_path / "sideways.jpg", (2048, 1024), exif=exif)
+    assert load_rgb(path).size == (1024, 2048)
+    assert load_rgb(path, at_least=256).size == (256, 512)
