@@ -151,6 +151,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", type=Path, default=None, help="local backbone weights (.pth/.safetensors)")
     parser.add_argument("--optimizer", choices=("adamw", "sgd"), default=d.optimizer)
     parser.add_argument("--unfreeze-stages", type=int, default=d.unfreeze_stages)
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the trained stages (pays off on GPUs and long runs; its first call "
+                             "takes a minute or more)")
     parser.add_argument("--class-weighting", choices=("auto", "on", "off"), default=d.class_weighting)
 
 
@@ -224,7 +227,7 @@ def _train(args: argparse.Namespace) -> int:
             augment_views=args.augment_views,
             early_stopping=args.early_stopping, seed=args.seed, device=args.device,
             weights_file=str(args.weights) if args.weights else None, optimizer=args.optimizer,
-            unfreeze_stages=args.unfreeze_stages, class_weighting=args.class_weighting,
+            unfreeze_stages=args.unfreeze_stages, class_weighting=args.class_weighting, compile=args.compile,
         )
     result = _with_cancel_on_sigint(
         lambda control: train(args.data, args.out, config, resume=args.resume, on_event=ConsoleProgress(),

@@ -58,6 +58,8 @@ ADVANCED_OPTIONS = {
     "dropout": ("Dropout", "Dropout before the classifier head"),
     "grad_clip": ("Gradient clipping", "Largest gradient norm (off: no clipping)"),
     "early_stopping": ("Early stopping", "Stop after this many epochs without validation improvement"),
+    "compile": ("Compile", "torch.compile the trained stages: faster on GPUs for long runs; the first batches "
+                "wait a minute or more while it compiles"),
     "class_weighting": ("Class weighting", "Weight the loss by class frequency (auto: when imbalanced > 3x)"),
     "val_split": ("Validation split", "Share of each class held out for validation"),
     "test_split": ("Test split", "Share of each class held out for a final test (0: none)"),
@@ -76,6 +78,13 @@ def _combo(values: tuple[str, ...] | list[str], *, characters: int = 0) -> QComb
         combo.setMinimumContentsLength(characters)
     for value in values:
         combo.addItem(value, value)
+    return combo
+
+
+def _on_off() -> QComboBox:
+    combo = QComboBox()
+    combo.addItem("off", False)
+    combo.addItem("on", True)
     return combo
 
 
@@ -113,6 +122,7 @@ def _option_widget(name: str) -> QWidget:
         "dropout": lambda: _double(0.0, 0.95, 0.05),
         "grad_clip": lambda: _double(0.0, 100.0, 0.5, off="off"),
         "early_stopping": lambda: _spin(0, 1000, off="off"),
+        "compile": _on_off,
         "class_weighting": lambda: _combo(CLASS_WEIGHTING),
         "val_split": lambda: _double(0.05, 0.85, 0.05),
         "test_split": lambda: _double(0.0, 0.85, 0.05, off="none"),

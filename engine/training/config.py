@@ -37,6 +37,7 @@ class TrainConfig:
     # Augmented views of each training photo run through the frozen stages once (cached on disk) and are
     # cycled through the fine-tune epochs; fresh views every epoch when this is >= epochs.
     augment_views: int = 2
+    compile: bool = False  # torch.compile the trainable stages: its first call costs a minute or more on a CPU
     val_split: float = 0.2
     test_split: float = 0.0
     seed: int = 0
@@ -89,7 +90,7 @@ class TrainConfig:
             expected = type(default) if default is not None else (str, type(None))
             if expected is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
-            if isinstance(value, bool) or not isinstance(value, expected):
+            if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
                 raise ValueError(f"training option {name!r} has an invalid value {value!r}")
             values[name] = value
         return cls(**values)

@@ -311,6 +311,11 @@ class _Session:
 
     def _fine_tune(self, epochs: int) -> None:
         apply_strategy(self.model, self.first_trainable)
+        if self.config.compile:
+            self.on_event(Info("compiling the trainable stages (torch.compile): the first batches of training and "
+                               "of validation wait for it, a minute or more on a CPU"))
+            for module in (*self.model.stages[self.first_trainable:], self.model.head):
+                module.compile()  # in place: state_dict keys, checkpoints and export stay as they are
         optimizer = self._optimizer()
         scheduler = self._scheduler(optimizer, epochs, self.config.batch_size)
         scaler = torch.amp.GradScaler("cuda") if self.setup.use_scaler else None
