@@ -20,6 +20,7 @@ import numpy as np
 import platformdirs
 
 from engine.atomic import write_atomic
+from engine.cache_limit import mark_used
 from engine.control import RunControl
 from engine.dataset.validate import content_hash, decode_in_parallel
 from engine.events import EventSink, ignore_event
@@ -160,6 +161,7 @@ class DecodedImageCache:
                 path.unlink()  # an unreadable leftover: decode again, and the next spill rewrites it
             return None
         pixels.setflags(write=False)
+        mark_used(path)  # the size limit evicts least recently used entries first
         self._keep_in_memory(key, pixels)
         return pixels
 

@@ -17,6 +17,7 @@ import numpy as np
 import platformdirs
 
 from engine.atomic import write_atomic
+from engine.cache_limit import mark_used
 from engine.images import DECODER_VERSION
 from engine.preprocessing import Preprocessing
 
@@ -53,13 +54,15 @@ class FeatureCache:
     def load(self, content_hash: str) -> np.ndarray | None:
         path = self._path(content_hash)
         try:
-            return np.load(path, allow_pickle=False)
+            features = np.load(path, allow_pickle=False)
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
             with contextlib.suppress(OSError):
                 path.unlink()
             return None
+        mark_used(path)  # the size limit evicts least recently used entries first
+        return features
 
     def save(self, content_hash: str, features: np.ndarray) -> None:
         buffer = io.BytesIO()

@@ -22,6 +22,7 @@ import torchvision
 from engine.atomic import remove_stale_temporaries, write_json_atomic
 from engine.backbones.build import TransferModel, create_model
 from engine.backbones.registry import get_backbone
+from engine.cache_limit import LIMIT_VARIABLE, cache_limit_bytes, prune
 from engine.control import Cancelled, RunControl
 from engine.dataset.cache import DecodedImageCache
 from engine.dataset.report import ImageItem, ScanReport
@@ -47,7 +48,7 @@ from engine.training.batch_size import BatchSizeTuner
 from engine.training.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from engine.training.config import TrainConfig
 from engine.training.device import DeviceSetup, resolve_device
-from engine.training.feature_cache import FeatureCache, weights_identity
+from engine.training.feature_cache import FeatureCache, default_feature_dir, weights_identity
 from engine.training.loop import cross_entropy, logits_from_features, train_one_epoch, warmup_cosine
 from engine.training.quick_head import fit_linear_head, forward_in_batches, head_metrics, labels_tensor
 from engine.training.strategies import apply_strategy, first_trainable_stage, parameter_groups, set_train_mode
@@ -225,11 +226,21 @@ class _Session:
             evaluation = self._final_evaluation()
         rf.update_run_file(self.run_dir, status=status, finished=_now(), best_epoch=self.best["epoch"],
                            best_val_accuracy=self.best["val_accuracy"], epochs_completed=epochs_run)
+        self._limit_caches()
         summary = {"validation_accuracy": evaluation["validation"]["accuracy"]} if evaluation else {}
         self.on_event(RunFinished(str(self.run_dir), status, int(self.best["epoch"]),
                                   float(self.best["val_accuracy"]), epochs_run, summary))
         return TrainResult(str(self.run_dir), status, int(self.best["epoch"]), float(self.best["val_accuracy"]),
                            epochs_run, evaluation)
+
+    def _limit_caches(self) -> None:
+        """Keep each on-disk cache under its size limit; this run's entries are the most recently used."""
+        limit = cache_limit_bytes()
+        for name, folder in (("feature", default_feature_dir()), ("decoded-image", self.cache.disk_dir)):
+            pruned = prune(folder, limit)
+            if pruned.files:
+                self.on_event(Info(f"{name} cache over its {limit / 1024**3:g} GB limit ({LIMIT_VARIABLE}): removed "
+                                   f"the {pruned.files} least recently used entries ({pruned.bytes / 1e6:.0f} MB)"))
 
     def _evaluation_input(self, item: ImageItem, _content_hash: str) -> np.ndarray:
         return normalize_crop(self.cache.get(item.path), self.preprocessing)
