@@ -7,20 +7,16 @@ from importlib import metadata
 from pathlib import Path
 
 from PySide6 import __version__ as pyside_version
-from PySide6.QtCore import QDeadlineTimer, QTimer, QUrl, Slot, qVersion
+from PySide6.QtCore import QTimer, QUrl, Slot, qVersion
 from PySide6.QtGui import (
     QAction,
-    QCloseEvent,
     QDesktopServices,
-    QDragEnterEvent,
-    QDropEvent,
     QKeySequence,
     QShowEvent,
 )
 from PySide6.QtWidgets import (
     QFileDialog,
     QLabel,
-    QMainWindow,
     QMenu,
     QMessageBox,
     QTabWidget,
@@ -35,14 +31,12 @@ from desktop.pages.evaluate import EvaluatePage
 from desktop.pages.predict import PredictPage
 from desktop.pages.train import TrainPage
 from desktop.settings import AppSettings
-from desktop.widgets.drop_area import dropped_paths
 from desktop.widgets.notice import NoticeBar
+from desktop.worker_window import WorkerWindow
 from desktop.workers import Job, JobRunner
 from engine import __version__
 from engine.dataset.report import ScanReport
 from engine.training.run_folder import RUN_FILE
-
-CLOSE_WAIT_MS = 2000
 
 
 def _package_version(*names: str) -> str:
@@ -54,19 +48,17 @@ def _package_version(*names: str) -> str:
     return "not installed"
 
 
-class MainWindow(QMainWindow):
+class MainWindow(WorkerWindow):
     """Constructible without a running event loop, so tests can drive it by objectName."""
 
     def __init__(self, settings: AppSettings | None = None) -> None:
         super().__init__()
         self.setObjectName("mainWindow")
         self.setWindowTitle("Transfer Studio")
-        self.setAcceptDrops(True)
         self.settings = settings or AppSettings()
         self.runners = {name: JobRunner(name, self) for name in ("data", "training", "evaluate", "predict")}
         self.device = ""
         self._options_job: Job | None = None
-        self._stopping = False
 
         self.train_page = TrainPage(self.runners["training"], self.settings)
         self.data_page = DataPage(self.runners["data"], self.settings, self.train_page.options_form.split_options)
@@ -144,7 +136,16 @@ class MainWindow(QMainWindow):
         tab = self.settings.get("window/tab", 0)
         self.tabs.setCurrentIndex(tab if isinstance(tab, int) else 0)
 
-    def _save_settings(self) -> None:
+    def runner_list(self) -> list[JobRunner]:
+        return list(self.runners.values())
+
+    def confirm_close(self) -> bool:
+        return not self.train_page.training or self._confirm_stop_training()
+
+    def show_stopping(self, message: str) -> None:
+        self.activity_label.setText(message)
+
+    def save_state(self) -> None:
         self.settings.set_geometry("geometry", self.saveGeometry())
         self.settings.set_geometry("state", self.saveState())
         self.settings.set("window/tab", self.tabs.currentIndex())
@@ -184,55 +185,12 @@ class MainWindow(QMainWindow):
             self.tabs.setCurrentWidget(self.predict_page)
             self.predict_page.classify(rest)
 
-    @Slot(str, str)
-    def show_error(self, message: str, details: str = "") -> None:
-        """Non-blocking: the notice bar above the pages, with the traceback behind "Details"."""
-        self.notice.show_message(f"{message}\n(Logged to {paths.log_file()})" if details else message, details)
-
     # --- events ------------------------------------------------------------------------------------
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
         if self._options_job is None:
             # After the first paint: this job imports torch on the training thread.
             QTimer.singleShot(0, self.on_request_training_options)
-
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
-        if dropped_paths(event.mimeData()):
-            event.acceptProposedAction()
-
-    def dropEvent(self, event: QDropEvent) -> None:
-        dropped = dropped_paths(event.mimeData())
-        if dropped:
-            event.acceptProposedAction()
-            self.open_paths(dropped)
-
-    def closeEvent(self, event: QCloseEvent) -> None:
-        """Ask while training, cancel everything, wait briefly, else show "Stopping…" and close on finished."""
-        if not self._stopping:
-            if self.train_page.training and not self._confirm_stop_training():
-                event.ignore()
-                return
-            self._save_settings()
-            self._stopping = True
-            if self.stop_workers(CLOSE_WAIT_MS):
-                event.accept()
-                return
-        running = [r for r in self.runners.values() if r.running]
-        if not running:
-            event.accept()
-            return
-        event.ignore()
-        self.activity_label.setText("Stopping… (finishing the current step, then the window closes)")
-        self.centralWidget().setEnabled(False)
-        for runner in running:
-            runner.qthread.finished.connect(self.on_thread_finished)
-
-    def stop_workers(self, timeout_ms: int) -> bool:
-        """Cancel every job and end the worker threads; True when all have ended within ``timeout_ms``."""
-        deadline = QDeadlineTimer(timeout_ms)
-        for runner in self.runners.values():
-            runner.stop()
-        return all([runner.wait(max(0, deadline.remainingTime())) for runner in self.runners.values()])
 
     def _confirm_stop_training(self) -> bool:
         answer = QMessageBox.question(
@@ -243,11 +201,6 @@ class MainWindow(QMainWindow):
         return answer == QMessageBox.StandardButton.Yes
 
     # --- slots -------------------------------------------------------------------------------------
-    @Slot()
-    def on_thread_finished(self) -> None:
-        if not any(r.running for r in self.runners.values()):
-            self.close()
-
     @Slot()
     def on_request_training_options(self) -> None:
         if self._options_job is None and not self._stopping:

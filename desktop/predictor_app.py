@@ -11,29 +11,25 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from PySide6.QtCore import Slot
-from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QMainWindow, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from desktop import paths
 from desktop.app import run_window
 from desktop.pages.predict import PredictPage
 from desktop.settings import AppSettings
-from desktop.widgets.drop_area import dropped_paths
 from desktop.widgets.notice import NoticeBar
+from desktop.worker_window import WorkerWindow
 from desktop.workers import Job, JobRunner
 
 APP_NAME = "Transfer Studio Predictor"
-CLOSE_WAIT_MS = 2000
 
 
-class PredictorWindow(QMainWindow):
+class PredictorWindow(WorkerWindow):
     """The Predict page with its own JobRunner; photos, folders and .onnx files can be dropped anywhere on it."""
 
     def __init__(self, settings: AppSettings | None = None) -> None:
         super().__init__()
         self.setObjectName("predictorWindow")
         self.setWindowTitle(APP_NAME)
-        self.setAcceptDrops(True)
         self.settings = settings or AppSettings()
         self.runner = JobRunner("predict", self)
         self.page = PredictPage(self.runner, self.settings)
@@ -49,48 +45,20 @@ class PredictorWindow(QMainWindow):
         geometry = self.settings.geometry("predictor")
         if geometry is None or not self.restoreGeometry(geometry):
             self.resize(900, 680)
-        self._stopping = False
 
     def open_paths(self, dropped: Sequence[Path]) -> None:
         """An .onnx loads as the model; everything else is classified (once the model has loaded)."""
         self.page.on_paths_dropped(list(dropped))
 
-    @Slot(str, str)
-    def show_error(self, message: str, details: str = "") -> None:
-        self.notice.show_message(f"{message}\n(Logged to {paths.log_file()})" if details else message, details)
+    def runner_list(self) -> list[JobRunner]:
+        return [self.runner]
 
-    def stop_workers(self, timeout_ms: int) -> bool:
-        """Cancel every job and end the worker thread; True when it has ended within ``timeout_ms``."""
-        self.runner.stop()
-        return self.runner.wait(timeout_ms)
+    def show_stopping(self, message: str) -> None:
+        self.page.status.setText(message)
 
-    # --- events ------------------------------------------------------------------------------------
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
-        if dropped_paths(event.mimeData()):
-            event.acceptProposedAction()
-
-    def dropEvent(self, event: QDropEvent) -> None:
-        dropped = dropped_paths(event.mimeData())
-        if dropped:
-            event.acceptProposedAction()
-            self.open_paths(dropped)
-
-    def closeEvent(self, event: QCloseEvent) -> None:
-        """Cancel, wait briefly, else show "Stopping…" and close when the worker thread has finished."""
-        if not self._stopping:
-            self.settings.set_geometry("predictor", self.saveGeometry())
-            self.settings.qsettings.sync()
-            self._stopping = True
-            if self.stop_workers(CLOSE_WAIT_MS):
-                event.accept()
-                return
-        if not self.runner.running:
-            event.accept()
-            return
-        event.ignore()
-        self.page.status.setText("Stopping… (finishing the current step, then the window closes)")
-        self.centralWidget().setEnabled(False)
-        self.runner.qthread.finished.connect(self.close)
+    def save_state(self) -> None:
+        self.settings.set_geometry("predictor", self.saveGeometry())
+        self.settings.qsettings.sync()
 
     # --- slots -------------------------------------------------------------------------------------
     @Slot(object)

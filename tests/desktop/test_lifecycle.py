@@ -8,7 +8,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox, QPushButton, QSpinBox
 
-import desktop.main_window
+import desktop.worker_window
 from engine.training import run_folder as rf
 
 TIMEOUT_MS = 240_000
@@ -72,7 +72,7 @@ def test_closing_during_training_asks_then_stops_cleanly(window, find, qtbot, sm
     run_dir = window.train_page.run_dir
     answers = [QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes]
     monkeypatch.setattr(QMessageBox, "question", lambda *_args, **_kwargs: answers.pop(0))
-    monkeypatch.setattr(desktop.main_window, "CLOSE_WAIT_MS", 0)  # always take the "Stopping…" path
+    monkeypatch.setattr(desktop.worker_window, "CLOSE_WAIT_MS", 0)  # always take the "Stopping…" path
 
     window.close()
     assert window.isVisible() and window.train_page.training  # "No" keeps everything running
