@@ -18,6 +18,7 @@ from desktop.thumbnails import load_thumbnail, thumbnail_strip
 from desktop.workers import Job
 from engine.control import RunControl
 from engine.dataset.report import ScanReport
+from engine.evaluation.metrics import check_evaluation_document
 from engine.events import EventSink
 from engine.training import run_folder as rf
 
@@ -120,9 +121,8 @@ def read_run(run_dir: Path) -> Job:
         evaluation = None
         if evaluation_file.is_file():
             try:
-                evaluation = json.loads(evaluation_file.read_text(encoding="utf-8"))
-                if not isinstance(evaluation, dict) or not isinstance(evaluation.get("validation"), dict):
-                    raise ValueError("no validation results")
+                evaluation = check_evaluation_document(json.loads(evaluation_file.read_text(encoding="utf-8")),
+                                                       info.labels)
             except ValueError as exc:
                 raise rf.RunFolderError(f"{evaluation_file}: damaged or edited, refused ({exc}); rewrite it with "
                                         f"'transfer-studio evaluate {run_dir}'") from exc

@@ -9,6 +9,7 @@ passes and onnxruntime agrees with PyTorch on the run's validation images (top-1
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import time
@@ -25,6 +26,7 @@ import torch
 from engine import __version__
 from engine.atomic import write_bytes_atomic, write_json_atomic
 from engine.control import RunControl
+from engine.evaluation.metrics import check_evaluation_document
 from engine.events import EventSink, Progress, ignore_event
 from engine.images import ImageLoadError, preprocess_for_model
 from engine.onnx_metadata import METADATA_KEY, metadata_document
@@ -195,11 +197,14 @@ def training_summary(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def parity_images(run_dir: Path, preprocessing: Preprocessing, scratch: Path) -> tuple[list[Path], str]:
-    """The run's validation images that still exist (at most MAX_PARITY_IMAGES), else generated ones."""
+    """The run's validation images that still exist (at most MAX_PARITY_IMAGES), else generated ones.
+
+    The paths come from evaluation.json, or from scan_report.json when that is missing or malformed.
+    """
     paths: list[str] = []
-    evaluation = _read_json(run_dir / rf.EVALUATION_FILE)
-    if evaluation:
-        paths = [p["path"] for p in evaluation.get("validation", {}).get("predictions", [])]
+    with contextlib.suppress(ValueError):
+        evaluation = check_evaluation_document(_read_json(run_dir / rf.EVALUATION_FILE))
+        paths = [p["path"] for p in evaluation["validation"]["predictions"]]
     if not paths:
         scan = _read_json(run_dir / rf.SCAN_REPORT_FILE) or {}
         paths = [item["path"] for item in scan.get("items", []) if item.get("split") == "val"]

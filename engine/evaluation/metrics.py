@@ -110,6 +110,65 @@ def evaluation_document(
     return document
 
 
+def check_evaluation_document(document: object, labels: Sequence[str] | None = None) -> dict[str, Any]:
+    """``document`` if it has the documented shape (and ``labels``, when given); else ValueError saying what is wrong.
+
+    Front ends read every field without further checks, so an edited or truncated file is refused here, whole.
+    """
+    if not isinstance(document, dict) or not _is_list_of(document.get("labels"), str):
+        raise ValueError("not an evaluation document (no list of labels)")
+    names = document["labels"]
+    if labels is not None and list(labels) != names:
+        raise ValueError(f"its labels ({', '.join(names)}) are not the run's ({', '.join(labels)})")
+    if "validation" not in document:
+        raise ValueError("no validation results")
+    for key in ("validation", "test"):
+        if key in document:
+            problem = _split_problem(document[key], names)
+            if problem:
+                raise ValueError(f"{key}: {problem}")
+    return document
+
+
+def _split_problem(split: object, labels: list[str]) -> str | None:
+    n = len(labels)
+    if not isinstance(split, dict):
+        return "not an object"
+    if not _is_list_of([split.get("count")], int) or split["count"] < 0:
+        return "count is not a whole number"
+    for name in ("accuracy", "balanced_accuracy"):
+        if not _is_number(split.get(name)):
+            return f"{name} is not a number"
+    macro = split.get("macro")
+    if not isinstance(macro, dict) or not all(_is_number(macro.get(k)) for k in ("precision", "recall", "f1")):
+        return "macro averages are missing"
+    rows = split.get("per_class")
+    if not _is_list_of(rows, dict) or len(rows) != n or not all(
+            _is_number(row.get(k)) for row in rows for k in ("precision", "recall", "f1", "support")):
+        return f"per_class must hold {n} rows of precision, recall, f1 and support"
+    matrix = split.get("confusion_matrix")
+    if not isinstance(matrix, list) or len(matrix) != n or not all(
+            _is_list_of(row, int) and len(row) == n for row in matrix):
+        return f"confusion_matrix must be {n} x {n} whole numbers"
+    top_k = split.get("top_k_accuracy", {})
+    if not isinstance(top_k, dict) or not all(_is_number(v) for v in top_k.values()):
+        return "top_k_accuracy must map k to numbers"
+    predictions = split.get("predictions")
+    if not _is_list_of(predictions, dict) or not all(
+            isinstance(p.get("path"), str) and p.get("true") in labels and p.get("predicted") in labels
+            and _is_number(p.get("confidence")) for p in predictions):
+        return "predictions must each hold a path, true and predicted labels of the run, and a confidence"
+    return None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_list_of(value: object, kind: type) -> bool:
+    return isinstance(value, list) and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
+
+
 def mistakes(split: dict[str, Any]) -> list[dict[str, Any]]:
     """Wrong predictions, most confident first: the confident mistakes are the ones worth looking at."""
     wrong = [p for p in split["predictions"] if p["true"] != p["predicted"]]

@@ -132,6 +132,15 @@ def test_parity_falls_back_to_generated_images_when_the_data_is_gone(tmp_path: P
     assert source == "generated" and len(paths) >= 8 and all(p.is_file() for p in paths)
 
 
+def test_parity_uses_the_scan_report_when_evaluation_json_is_malformed(tmp_path: Path, make_image) -> None:  # noqa: ANN001
+    preprocessing = Preprocessing(resize=64, crop=56, mean=(0.5,) * 3, std=(0.5,) * 3)
+    photo = make_image(tmp_path / "data" / "a" / "one.png", size=(80, 70))
+    (tmp_path / rf.EVALUATION_FILE).write_text('{"labels": ["a"], "validation": {"predictions": [3]}}')
+    (tmp_path / rf.SCAN_REPORT_FILE).write_text(json.dumps({"items": [{"path": str(photo), "split": "val"}]}))
+    paths, source = parity_images(tmp_path, preprocessing, tmp_path)
+    assert (paths, source) == ([photo], "validation")
+
+
 def test_bad_requests_are_refused(trained_run: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="opset"):
         export_onnx(trained_run, tmp_path / "m.onnx", opset=11)

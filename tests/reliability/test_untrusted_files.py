@@ -188,11 +188,16 @@ def test_the_gui_refuses_untrusted_files_with_a_message_and_keeps_working(window
     assert "damaged or edited run file, refused" in window.evaluate_page.run_label.text()
     assert window.evaluate_page.snapshot is None and not find("exportButton").isEnabled()
     evaluation = Path(shutil.copytree(trained_run, run_copy.parent / "bad-evaluation"))
-    (evaluation / rf.EVALUATION_FILE).write_text('{"labels": ["a"], "validation": 3}', encoding="utf-8")
-    with qtbot.waitSignal(evaluate_runner.failed, timeout=60_000):
-        window.open_run(evaluation)
-    assert f"{evaluation / rf.EVALUATION_FILE}: damaged or edited, refused" in window.notice.message.text()
-    assert window.evaluate_page.snapshot is None
+    document = json.loads((trained_run / rf.EVALUATION_FILE).read_text(encoding="utf-8"))
+    del document["validation"]["confusion_matrix"]  # the right outer shape, a field missing inside
+    for text, reason in (('{"labels": ["a"], "validation": 3}', "not the run's"),
+                         (json.dumps(document), "confusion_matrix must be")):
+        (evaluation / rf.EVALUATION_FILE).write_text(text, encoding="utf-8")
+        with qtbot.waitSignal(evaluate_runner.failed, timeout=60_000):
+            window.open_run(evaluation)
+        message = window.notice.message.text()
+        assert f"{evaluation / rf.EVALUATION_FILE}: damaged or edited, refused" in message and reason in message
+        assert window.evaluate_page.snapshot is None
 
     with qtbot.waitSignal(evaluate_runner.returned, timeout=60_000):
         window.open_run(trained_run)  # a good run still opens, and the good model still loads and predicts

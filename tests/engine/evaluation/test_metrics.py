@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.evaluation.metrics import evaluate_predictions, evaluation_document, mistakes
+from engine.evaluation.metrics import check_evaluation_document, evaluate_predictions, evaluation_document, mistakes
 
 LABELS = ["cat", "dog", "bird"]
 # Six samples; "bird" is never predicted.
@@ -188,3 +188,38 @@ def test_metrics_load_without_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT
     )
     assert result.stdout.strip() == "False"
+
+
+def _document() -> dict:
+    split = evaluate_predictions(LABELS, Y_TRUE, PROBABILITIES, PATHS)
+    return json.loads(json.dumps(evaluation_document(LABELS, split, split)))  # as read back from the file
+
+
+def test_a_written_document_passes_the_check() -> None:
+    document = _document()
+    assert check_evaluation_document(document, LABELS) is document
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda d: d.pop("labels"), "no list of labels"),
+    (lambda d: d.pop("validation"), "no validation results"),
+    (lambda d: d["validation"].pop("confusion_matrix"), "validation: confusion_matrix must be 3 x 3"),
+    (lambda d: d["test"]["confusion_matrix"].pop(), "test: confusion_matrix must be 3 x 3"),
+    (lambda d: d["validation"].update(accuracy="93%"), "accuracy is not a number"),
+    (lambda d: d["validation"].update(count=True), "count is not a whole number"),
+    (lambda d: d["validation"]["macro"].pop("f1"), "macro averages are missing"),
+    (lambda d: d["validation"]["per_class"].pop(), "per_class must hold 3 rows"),
+    (lambda d: d["validation"]["top_k_accuracy"].update({"2": None}), "top_k_accuracy"),
+    (lambda d: d["validation"]["predictions"][0].update(predicted="fish"), "predictions must each hold"),
+    (lambda d: d["validation"]["predictions"][1].pop("path"), "predictions must each hold"),
+])
+def test_edited_documents_are_refused_with_what_is_wrong(edit, message: str) -> None:  # noqa: ANN001
+    document = _document()
+    edit(document)
+    with pytest.raises(ValueError, match=message):
+        check_evaluation_document(document, LABELS)
+
+
+def test_a_document_for_other_labels_is_refused() -> None:
+    with pytest.raises(ValueError, match="not the run's"):
+        check_evaluation_document(_document(), ["cat", "dog", "fish"])
