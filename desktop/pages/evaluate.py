@@ -31,7 +31,7 @@ from desktop.widgets.image_table import ImageTable
 from desktop.workers import Job, JobRunner
 from engine.evaluation.metrics import mistakes
 from engine.events import Progress
-from engine.training.run_folder import BEST_FILE
+from engine.training.run_folder import BEST_FILE, MODEL_FILE
 
 MAX_THUMBNAILS = 500
 SPLIT_NAMES = {"validation": "Validation", "test": "Test"}
@@ -63,6 +63,14 @@ def _parity_text(parity: dict[str, Any] | None) -> str:
             f"{parity.get('top1_agreement', float('nan')):.1%} on {parity.get('images', '?')} images")
 
 
+def _signature(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
 class EvaluatePage(QWidget):
     run_opened = Signal(object)  # RunSnapshot
     model_exported = Signal(object)  # Path of the .onnx file
@@ -74,6 +82,7 @@ class EvaluatePage(QWidget):
         self.snapshot: RunSnapshot | None = None
         self._open_job: Job | None = None
         self._export_job: Job | None = None
+        self._export_target: tuple[Path, tuple[int, int] | None] | None = None  # the .onnx and its stat before
         self._thumbnail_job: Job | None = None
 
         self.run_label = QLabel("No run yet: train a model, or open a run folder (File → Open run…).",
@@ -87,6 +96,10 @@ class EvaluatePage(QWidget):
                                       "the Predict page then uses it (Ctrl+E)")
         self.export_button.setShortcut("Ctrl+E")
         self.export_button.clicked.connect(self.on_export_clicked)
+        self.cancel_export_button = QPushButton("Cancel export", objectName="cancelExportButton")
+        self.cancel_export_button.setToolTip("Stop the export after its current step; nothing half-written is kept")
+        self.cancel_export_button.clicked.connect(self.on_cancel_export_clicked)
+        self.cancel_export_button.hide()
         self.quantize_check = QCheckBox("also int8", objectName="quantizeCheck")
         self.quantize_check.setToolTip("Also write a smaller int8 model (model.int8.onnx), checked the same way")
         self.folder_button = QPushButton("Show run folder", objectName="showRunFolderButton")
@@ -121,6 +134,7 @@ class EvaluatePage(QWidget):
         header.addWidget(self.split_combo)
         header.addWidget(self.folder_button)
         header.addWidget(self.export_button)
+        header.addWidget(self.cancel_export_button)
         header.addWidget(self.quantize_check)
         top = QSplitter(Qt.Orientation.Horizontal)
         top.addWidget(self._group("Metrics", self.metrics_table))
@@ -140,6 +154,7 @@ class EvaluatePage(QWidget):
         runner.progress.connect(self.on_progress)
         runner.returned.connect(self.on_returned)
         runner.failed.connect(self.on_failed)
+        runner.aborted.connect(self.on_aborted)
         runner.finished.connect(self.on_finished)
         self._update_buttons()
 
@@ -161,6 +176,10 @@ class EvaluatePage(QWidget):
         self.export_status.setText("Exporting to ONNX and checking it against the PyTorch model…")
         self.export_progress.setRange(0, 0)
         self.export_progress.show()
+        target = out or self.snapshot.run_dir / MODEL_FILE
+        self._export_target = (target, _signature(target))
+        self.cancel_export_button.setEnabled(True)
+        self.cancel_export_button.show()
         self._update_buttons()
 
     def _update_buttons(self) -> None:
@@ -237,6 +256,13 @@ class EvaluatePage(QWidget):
         self.export()
 
     @Slot()
+    def on_cancel_export_clicked(self) -> None:
+        if self._export_job is not None:
+            self._export_job.control.cancel()
+            self.cancel_export_button.setEnabled(False)
+            self.export_status.setText("Cancelling the export after its current step…")
+
+    @Slot()
     def on_folder_clicked(self) -> None:
         if self.snapshot is not None:
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.snapshot.run_dir)))
@@ -278,8 +304,18 @@ class EvaluatePage(QWidget):
             self.run_label.setText(f"Could not open the run: {message}")
 
     @Slot(object)
+    def on_aborted(self, job: Job) -> None:
+        if job is self._export_job and self._export_target is not None:
+            target, before = self._export_target
+            self.export_status.setText(
+                f"Export cancelled while quantizing: {target.name} was saved and checked, the int8 model was not."
+                if _signature(target) != before else
+                f"Export cancelled: nothing was written (an earlier {target.name}, if any, is unchanged).")
+
+    @Slot(object)
     def on_finished(self, job: Job) -> None:
         if job is self._export_job:
             self._export_job = None
             self.export_progress.hide()
+            self.cancel_export_button.hide()
             self._update_buttons()

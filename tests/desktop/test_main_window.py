@@ -21,8 +21,9 @@ from desktop.widgets.plots import MetricPlot
 NAMED = ("datasetPathEdit", "chooseDatasetButton", "sampleDataButton", "classTable", "scanReportView",
          "backboneCombo", "strategyCombo", "epochsSpin", "batchSizeSpin", "learningRateSpin", "augmentCombo",
          "advancedSection", "startButton", "pauseButton", "stopButton", "lossPlot", "accuracyPlot", "progressBar",
-         "logView", "metricsTable", "confusionMatrixView", "mistakesView", "exportButton", "modelPathEdit",
-         "openModelButton", "dropArea", "predictionsView", "saveResultsButton", "deviceLabel", "activityLabel")
+         "logView", "metricsTable", "confusionMatrixView", "mistakesView", "exportButton", "cancelExportButton",
+         "modelPathEdit", "openModelButton", "dropArea", "predictionsView", "saveResultsButton", "deviceLabel",
+         "activityLabel")
 ITEM_VIEWS = ("classTable", "scanReportView", "metricsTable", "mistakesView", "predictionsView",
               "confusionMatrixView", "logView")
 
