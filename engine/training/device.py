@@ -36,3 +36,14 @@ def resolve_device(requested: str) -> DeviceSetup:
 
 def _mps_available() -> bool:
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def to_device(tensor: torch.Tensor, setup: DeviceSetup) -> torch.Tensor:
+    """A host tensor on the training device: pinned first on CUDA so the copy runs asynchronously, and
+    channels_last for image-shaped (4-D) tensors where the device prefers it."""
+    if setup.device == "cuda":
+        tensor = tensor.pin_memory()
+    tensor = tensor.to(setup.device, non_blocking=True)
+    if setup.channels_last and tensor.dim() == 4:
+        tensor = tensor.contiguous(memory_format=torch.channels_last)
+    return tensor

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from engine.backbones.build import TransferModel
 from engine.control import RunControl
 from engine.events import BatchProgress, EventSink
-from engine.training.device import DeviceSetup
+from engine.training.device import DeviceSetup, to_device
 from engine.training.quick_head import run_stages
 
 _BATCH_EVENT_INTERVAL = 0.25  # seconds: a few progress events per second is plenty for any front end
@@ -58,10 +58,7 @@ def train_one_epoch(
     started = last_event = time.perf_counter()
     for index, (images, targets) in enumerate(batches, start=1):
         control.check()
-        images = images.to(setup.device, non_blocking=True)
-        targets = targets.to(setup.device, non_blocking=True)
-        if setup.channels_last and images.dim() == 4:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images, targets = to_device(images, setup), to_device(targets, setup)
         with torch.autocast(setup.device, dtype=setup.amp_dtype, enabled=setup.amp_dtype is not None):
             logits = model.head(run_stages(model, trainable, images))
             loss = loss_fn(logits.float(), targets)
@@ -108,9 +105,7 @@ def logits_from_features(model: TransferModel, first_trainable: int, features: t
     trainable = range(first_trainable, len(model.stages))
     out = []
     for start in range(0, len(features), batch_size):
-        x = features[start : start + batch_size].to(setup.device)
-        if setup.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = to_device(features[start : start + batch_size], setup)
         with torch.autocast(setup.device, dtype=setup.amp_dtype, enabled=setup.amp_dtype is not None):
             out.append(model.head(run_stages(model, trainable, x)).float().cpu())
     return torch.cat(out) if out else torch.empty(0, model.head[-1].out_features)

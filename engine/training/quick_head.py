@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from engine.control import RunControl
 from engine.events import EventSink, Progress, ignore_event
 from engine.training.batch_size import BatchSizeTuner
-from engine.training.device import DeviceSetup
+from engine.training.device import DeviceSetup, to_device
 
 L2_CANDIDATES = (1e-4, 1e-3, 1e-2, 3e-2, 1e-1)
 _CV_FOLDS = 3
@@ -55,9 +55,7 @@ def forward_in_batches(
         if control is not None:
             control.check()
         size = sizes.next()
-        batch = load_batch(range(done, min(count, done + size))).to(setup.device, non_blocking=True)
-        if setup.channels_last and batch.dim() == 4:
-            batch = batch.contiguous(memory_format=torch.channels_last)
+        batch = to_device(load_batch(range(done, min(count, done + size))), setup)
         batch_started = time.perf_counter()
         with torch.autocast(setup.device, dtype=setup.amp_dtype, enabled=setup.amp_dtype is not None):
             out = run_stages(model, stages, batch)
