@@ -151,7 +151,7 @@ class _Session:
         self.frozen_batches = BatchSizeTuner(f"{self.config.backbone}|{self.weights_id}|{self.setup.description}|"
                                              f"0-{self.first_trainable}|{self.preprocessing.crop}")
         self.augment = build_train_transform(self.config.augment, self.preprocessing)
-        self.control.check()  # a stop while preparing (model, batch-size measurement) leaves no run behind
+        self.control.check()  # a stop while preparing (scan, model, weights download) leaves no run behind
         if resume:
             self._load_resume_state()
         else:
@@ -251,9 +251,13 @@ class _Session:
             key = hashlib.blake2b(f"{self.config.seed}|{content_hash}|{view}".encode(), digest_size=8).digest()
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int.from_bytes(key, "little") & (2**63 - 1))
-                return self.augment(torch.from_numpy(np.array(self.cache.get(item.path))).permute(2, 0, 1))
+                return self._augment(item)
 
         return load
+
+    def _augment(self, item: ImageItem) -> torch.Tensor:
+        """A random augmentation of the cached photo (a copy: the cached array stays untouched)."""
+        return self.augment(torch.from_numpy(np.array(self.cache.get(item.path))).permute(2, 0, 1))
 
     def _frozen_features(self, items: tuple[ImageItem, ...], phase: str, view: int | None = None) -> torch.Tensor:
         """Outputs of the frozen stages for the evaluation crop (``view`` None) or one augmented view of each
@@ -421,8 +425,7 @@ class _Session:
         With nothing frozen, each photo is augmented afresh (nothing to save, and images are large to keep).
         """
         if self.first_trainable == 0:
-            return lambda i: self.augment(torch.from_numpy(np.array(self.cache.get(self.train_items[i].path)))
-                                          .permute(2, 0, 1))
+            return lambda i: self._augment(self.train_items[i])
         views = self.config.augment_views
         view = (epoch - 1) % views
         features = self._frozen_features(self.train_items, f"augmented view {view + 1} of {views} (training)", view)
