@@ -1,4 +1,4 @@
-"""The ``transfer-studio`` command: no arguments opens the GUI; subcommands run headless.
+"""The headless commands of ``transfer-studio`` (``desktop.launcher`` opens the app when there are none).
 
 Exit codes: 0 success, 2 bad input (one line naming the path and the fix), 130 interrupted (run saved).
 """
@@ -23,12 +23,6 @@ class UsageError(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] == "--smoke-seconds":  # the GUI (--smoke-seconds N: the bundle's smoke test)
-        if sys.platform == "win32":
-            import torch  # noqa: F401 - before Qt: Qt's DLLs loaded first break torch's (pytorch#166628)
-        from desktop.app import main as gui_main
-
-        return gui_main(argv)
     return run_command(_parser().parse_args(argv))
 
 

@@ -4,6 +4,6 @@ import multiprocessing
 
 if __name__ == "__main__":
     multiprocessing.freeze_support()  # first: a frozen child process must not run the app again
-    from engine.cli import main
+    from desktop.launcher import main
 
     raise SystemExit(main())
