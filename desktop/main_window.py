@@ -140,7 +140,15 @@ class MainWindow(WorkerWindow):
         return list(self.runners.values())
 
     def confirm_close(self) -> bool:
-        return not self.train_page.training or self._confirm_stop_training()
+        """While training, ask first: the run stops but stays resumable."""
+        if not self.train_page.training:
+            return True
+        answer = QMessageBox.question(
+            self, "Stop training?",
+            "Training is still running. Stop it and quit?\n\nThe run is saved and can be resumed later "
+            "(File → Open run…, then “Resume run” on the Train page).",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
 
     def show_stopping(self, message: str) -> None:
         self.activity_label.setText(message)
@@ -191,14 +199,6 @@ class MainWindow(WorkerWindow):
         if self._options_job is None:
             # After the first paint: this job imports torch on the training thread.
             QTimer.singleShot(0, self.on_request_training_options)
-
-    def _confirm_stop_training(self) -> bool:
-        answer = QMessageBox.question(
-            self, "Stop training?",
-            "Training is still running. Stop it and quit?\n\nThe run is saved and can be resumed later "
-            "(File → Open run…, then “Resume run” on the Train page).",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
-        return answer == QMessageBox.StandardButton.Yes
 
     # --- slots -------------------------------------------------------------------------------------
     @Slot()

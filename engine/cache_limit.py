@@ -40,11 +40,10 @@ def prune(folder: Path, limit_bytes: int) -> Pruned:
     """Delete the least recently used ``.npy`` files under ``folder`` while it holds more than ``limit_bytes``."""
     entries = []
     for root, _dirs, files in os.walk(folder):
-        for name in files:
-            if name.endswith(".npy"):
-                with contextlib.suppress(OSError):  # gone meanwhile (another run pruning): nothing to count
-                    stat = os.stat(os.path.join(root, name))
-                    entries.append((stat.st_mtime_ns, stat.st_size, os.path.join(root, name)))
+        for path in (os.path.join(root, name) for name in files if name.endswith(".npy")):
+            with contextlib.suppress(OSError):  # gone meanwhile (another run pruning): nothing to count
+                stat = os.stat(path)
+                entries.append((stat.st_mtime_ns, stat.st_size, path))
     total = sum(size for _, size, _ in entries)
     if total <= limit_bytes:
         return Pruned(0, 0)

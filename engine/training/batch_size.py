@@ -22,6 +22,15 @@ def _store() -> Path:
     return Path(platformdirs.user_cache_dir("transfer-studio")) / "batch_sizes.json"
 
 
+def _read_store() -> dict:
+    """The remembered answers; an unreadable or edited file counts as empty (measuring again is the only cost)."""
+    try:
+        known = json.loads(_store().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
 class BatchSizeTuner:
     """Hands out batch sizes: each candidate twice (the first call at a new shape pays one-off set-up costs
     and is not counted), then the fastest per image, which is saved under ``key`` for later runs."""
@@ -37,7 +46,7 @@ class BatchSizeTuner:
         return cls(fixed=size)
 
     def next(self) -> int:
-        return self._plan[0] if self._plan else self.chosen or self._best()
+        return self._plan[0] if self._plan else self.chosen  # type: ignore[return-value] - set once trials end
 
     def record(self, size: int, seconds: float) -> None:
         """Report how long the batch handed out by ``next`` took; only trial batches are kept."""
@@ -46,30 +55,18 @@ class BatchSizeTuner:
         self._plan.pop(0)
         if not self._plan or self._plan[0] != size:  # the second run of this size: the measured one
             self._per_image[size] = seconds / size
-        if not self._plan:
-            self.chosen = self._best()
+        if not self._plan:  # every candidate measured
+            self.chosen = min(self._per_image, key=self._per_image.__getitem__)
             self._remember()
 
-    def _best(self) -> int:
-        return min(self._per_image, key=self._per_image.__getitem__) if self._per_image else CANDIDATES[0]
-
     def _remembered(self) -> int | None:
-        if self.key is None:
-            return None
-        try:
-            value = json.loads(_store().read_text(encoding="utf-8")).get(self.key)
-        except (OSError, ValueError, AttributeError):
-            return None
+        value = _read_store().get(self.key) if self.key is not None else None
         return value if isinstance(value, int) and value > 0 else None
 
     def _remember(self) -> None:
         if self.key is None:
             return
-        try:
-            known = json.loads(_store().read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            known = {}
-        known = known if isinstance(known, dict) else {}
+        known = _read_store()  # read again: another run may have remembered other keys meanwhile
         known[self.key] = self.chosen
         with contextlib.suppress(OSError):  # measuring again next time is the only cost
             write_json_atomic(_store(), known)
