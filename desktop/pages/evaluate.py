@@ -246,6 +246,8 @@ class EvaluatePage(QWidget):
                                 _number(macro["recall"]), _number(macro["f1"]), _number(split["count"])])
         self.metrics.appendRow([_name("balanced accuracy", bold=True), _number(None),
                                 _number(split["balanced_accuracy"]), _number(None), _number(split["count"])])
+        # The header's ResizeToContents mode kept the empty table's 26 px here (Qt 6.11): measure once filled.
+        self.metrics_table.resizeColumnToContents(0)
 
     @Slot(int)
     def on_split_changed(self, _index: int) -> None:

@@ -27,3 +27,13 @@ def test_export_can_be_cancelled_and_writes_nothing(window: MainWindow, find, qt
     assert window.evaluate_page.export_status.text().startswith("Export cancelled: nothing was written")
     assert not (run / rf.MODEL_FILE).exists() and export.isEnabled()
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_metric_names_are_not_cut_off(window: MainWindow, qtbot, trained_run: Path) -> None:
+    with qtbot.waitSignal(window.runners["evaluate"].returned, timeout=60_000):
+        window.open_run(trained_run)
+    window.tabs.setCurrentWidget(window.evaluate_page)
+    table = window.evaluate_page.metrics_table
+    qtbot.waitUntil(lambda: table.isVisible())
+    assert table.model().rowCount() >= 3  # classes, accuracy, macro average, balanced accuracy
+    assert table.horizontalHeader().sectionSize(0) >= table.sizeHintForColumn(0) > 0
