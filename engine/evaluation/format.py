@@ -53,6 +53,19 @@ def format_metrics_table(split: dict[str, Any], labels: Sequence[str]) -> str:
     )
 
 
+def format_verdict(split: dict[str, Any], name: str) -> str:
+    """The verdict sentence and, unless the model is good, a WARNING line and what to try; "" for older documents
+    (written before verdicts existed)."""
+    verdict = split.get("verdict")
+    if verdict is None:
+        return ""
+    lines = [verdict["sentence"]]
+    if verdict["level"] != "good":
+        lines.append(f"WARNING: on the {name} split the model is {verdict['level']}; before relying on it, try:")
+        lines += [f"  - {suggestion}" for suggestion in verdict["suggestions"]]
+    return "\n".join(lines)
+
+
 def _number(value: float) -> str:
     return f"{value:.4f}"
 

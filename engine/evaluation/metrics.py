@@ -22,21 +22,47 @@ and each ``<split>`` is::
       "top_k_accuracy": {"1": 0.93, "2": 0.98, "3": 1.0},  # every k from 1 to min(top_k, number of labels)
       "predictions": [                         # one per sample, in input order
         {"path": "...", "true": "cat", "predicted": "dog", "confidence": 0.71}, ...
-      ]
+      ],
+      "baseline": {                            # what guessing scores on this split
+        "majority_label": "dog",               # the most frequent TRAINING label (the first on ties)
+        "majority_accuracy": 0.67,             # accuracy of always answering it: its share of this split
+        "chance_balanced_accuracy": 0.5        # 1 / number of labels
+      },
+      "verdict": {
+        "level": "good",                       # "good", "weak" or "no better than guessing"
+        "sentence": "Validation accuracy 0.93 clearly beats ...",
+        "suggestions": []                      # what to try; empty when the level is "good"
+      }
     }
 
 ``predicted`` is the argmax (the first label on ties) and ``confidence`` its probability. Undefined ratios
 are 0 rather than NaN: precision of a label never predicted, recall of a label with no support, and F1 when
 precision + recall is 0. Top-k ranks ties the same way as the argmax, so ``top_k_accuracy["1"]`` always
 equals ``accuracy``.
+
+``baseline`` and ``verdict`` are absent from documents written before they existed; front ends then show
+neither. The verdict compares the split's own numbers with what guessing would score on a sample this size,
+where the noise of a score ``p`` on ``n`` images is two binomial standard errors, ``2 * sqrt(p (1 - p) / n)``:
+
+- accuracy *clearly beats the majority* when it exceeds ``majority_accuracy`` plus its noise on ``count``;
+- balanced accuracy *clearly beats chance* when it exceeds ``c = chance_balanced_accuracy`` plus the noise of
+  a mean of per-class recalls, ``2 * sqrt(sum_j c (1 - c) / n_j) / K`` over the K classes with support n_j
+  (``2 * sqrt(c (1 - c) / count)`` when the classes are balanced; a small class makes it larger);
+- **no better than guessing**: neither clearly beats its baseline;
+- **good**: both do, and balanced accuracy is at least halfway from chance to 1, ``c + (1 - c) / 2``;
+- **weak**: anything between.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+VERDICT_LEVELS = ("good", "weak", "no better than guessing")
+NOISE_STANDARD_ERRORS = 2.0  # a gap smaller than two binomial standard errors (~95%) could be luck
 
 
 def evaluate_predictions(
@@ -101,13 +127,87 @@ def evaluate_predictions(
 
 
 def evaluation_document(
-    labels: Sequence[str], validation: dict[str, Any], test: dict[str, Any] | None
+    labels: Sequence[str], validation: dict[str, Any], test: dict[str, Any] | None, *, train_counts: Sequence[int]
 ) -> dict[str, Any]:
-    """The top-level evaluation document; ``test`` is left out, not null, when there is no test split."""
-    document: dict[str, Any] = {"labels": [str(label) for label in labels], "validation": validation}
-    if test is not None:
-        document["test"] = test
+    """The top-level evaluation document, each split with its baseline and verdict.
+
+    ``train_counts`` (training images per label, in label order) name the majority answer: a model must beat
+    what it would have learnt from the label frequencies alone. ``test`` is left out, not null, when missing.
+    """
+    labels = [str(label) for label in labels]
+    if len(train_counts) != len(labels) or sum(train_counts) <= 0:
+        raise ValueError(f"train_counts must give {len(labels)} counts, not all zero; got {list(train_counts)}")
+    document: dict[str, Any] = {"labels": labels}
+    for name, split in (("validation", validation), ("test", test)):
+        if split is not None:
+            baseline = _baseline(split, labels, train_counts)
+            verdict = _verdict(name, split, baseline, labels, train_counts)
+            document[name] = {**split, "baseline": baseline, "verdict": verdict}
     return document
+
+
+def _baseline(split: dict[str, Any], labels: Sequence[str], train_counts: Sequence[int]) -> dict[str, Any]:
+    """What always answering the most frequent training label, or guessing at random, scores on ``split``."""
+    majority = int(np.argmax(train_counts))  # the first label on ties, like the argmax of a prediction
+    return {
+        "majority_label": str(labels[majority]),
+        "majority_accuracy": split["per_class"][majority]["support"] / split["count"],
+        "chance_balanced_accuracy": 1.0 / len(labels),
+    }
+
+
+def _verdict(
+    name: str, split: dict[str, Any], baseline: dict[str, Any], labels: Sequence[str], train_counts: Sequence[int]
+) -> dict[str, Any]:
+    """The level, a sentence with the numbers and what to try, by the rule in the module docstring."""
+    count, accuracy, balanced = split["count"], split["accuracy"], split["balanced_accuracy"]
+    majority, chance = baseline["majority_accuracy"], baseline["chance_balanced_accuracy"]
+    supports = [row["support"] for row in split["per_class"] if row["support"] > 0]
+    accuracy_bar = majority + NOISE_STANDARD_ERRORS * math.sqrt(majority * (1 - majority) / count)
+    balanced_bar = chance + NOISE_STANDARD_ERRORS * math.sqrt(
+        sum(chance * (1 - chance) / n for n in supports)) / len(supports)
+    strong_bar = chance + (1 - chance) / 2
+    beats_majority, beats_chance = accuracy > accuracy_bar, balanced > balanced_bar
+    if not (beats_majority or beats_chance):
+        level = "no better than guessing"
+    elif beats_majority and beats_chance and balanced >= strong_bar:
+        level = "good"
+    else:
+        level = "weak"
+
+    answer = f"always answering '{baseline['majority_label']}' ({majority:.2f}"
+    if beats_majority:
+        accuracy_clause = f"clearly beats {answer})"
+    else:
+        accuracy_clause = f"is not clearly better than {answer}; {_needed(accuracy_bar)})"
+    if not beats_chance:
+        balanced_clause = f"is not clearly above chance ({chance:.2f}; {_needed(balanced_bar)})"
+    elif balanced >= strong_bar:
+        balanced_clause = f"clearly beats chance ({chance:.2f})"
+    else:
+        balanced_clause = f"is above chance ({chance:.2f}) but below {strong_bar:.2f}, so some classes are often missed"
+    sentence = (f"{name.capitalize()} accuracy {accuracy:.2f} {accuracy_clause} and balanced accuracy {balanced:.2f} "
+                f"{balanced_clause}, on {count} images: the model is {_LEVEL_TEXT[level]}.")
+    return {"level": level, "sentence": sentence,
+            "suggestions": [] if level == "good" else _suggestions(labels, train_counts)}
+
+
+_LEVEL_TEXT = {"good": "clearly better than guessing", "weak": "only weakly better than guessing",
+               "no better than guessing": "no better than guessing"}
+
+
+def _needed(bar: float) -> str:
+    return f"it would need above {bar:.2f}" if bar < 1 else "too few images to show it"
+
+
+def _suggestions(labels: Sequence[str], train_counts: Sequence[int]) -> list[str]:
+    fewest, most = min(train_counts), max(train_counts)
+    per_class = f"{fewest}" if fewest == most else f"{fewest} ('{labels[int(np.argmin(train_counts))]}') to {most}"
+    return [
+        f"Add more photos per class: the training split has {per_class} per class.",
+        "Fine-tune the whole backbone: train again with --strategy full.",
+        "Try another backbone (list them with: transfer-studio backbones).",
+    ]
 
 
 def check_evaluation_document(document: object, labels: Sequence[str] | None = None) -> dict[str, Any]:
@@ -158,6 +258,28 @@ def _split_problem(split: object, labels: list[str]) -> str | None:
             isinstance(p.get("path"), str) and p.get("true") in labels and p.get("predicted") in labels
             and _is_number(p.get("confidence")) for p in predictions):
         return "predictions must each hold a path, true and predicted labels of the run, and a confidence"
+    return _verdict_problem(split, labels)
+
+
+def _verdict_problem(split: dict[str, Any], labels: list[str]) -> str | None:
+    """Baseline and verdict are optional (older documents lack them) but, when present, complete."""
+    fields: dict[str, tuple[tuple[str, Any, str], ...]] = {
+        "baseline": (("majority_label", lambda v: isinstance(v, str) and v in labels, "a label of the run"),
+                     ("majority_accuracy", _is_number, "a number"),
+                     ("chance_balanced_accuracy", _is_number, "a number")),
+        "verdict": (("level", lambda v: isinstance(v, str) and v in VERDICT_LEVELS,
+                     f"one of {', '.join(VERDICT_LEVELS)}"),
+                    ("sentence", lambda v: isinstance(v, str), "text"),
+                    ("suggestions", lambda v: _is_list_of(v, str), "a list of texts")),
+    }
+    for block, checks in fields.items():
+        if block not in split:
+            continue
+        if not isinstance(split[block], dict):
+            return f"{block} is not an object"
+        for field, valid, what in checks:
+            if not valid(split[block].get(field)):
+                return f"{block}.{field} must be {what}"
     return None
 
 

@@ -20,23 +20,27 @@ class TrainConfig:
 
     backbone: str = DEFAULT_BACKBONE
     strategy: str = "fine-tune"
-    epochs: int = 6  # backbone epochs after the quick head (fine-tune, full); feature-extract fits the head only
+    # Epochs after the quick head (fine-tune, full); 0 = chosen by the plan from the quick head's fit
+    # (engine.training.recipe: 6 when frozen features fit the data, 12 when they do not).
+    epochs: int = 0
     batch_size: int = 16
     lr: float = 1e-3  # head learning rate; unfrozen backbone stages get lr * backbone_lr_factor
     backbone_lr_factor: float = 0.1
-    unfreeze_stages: int = 2  # fine-tune: how many top stages are trained after the head
+    unfreeze_stages: int = 0  # fine-tune: how many top stages train after the head; 0 = chosen by the plan
     optimizer: str = "adamw"
     weight_decay: float = 1e-4
     warmup_epochs: float = 0.5
     label_smoothing: float = 0.1
     dropout: float = 0.2
     grad_clip: float = 1.0
-    early_stopping: int = 3  # epochs without validation improvement before stopping; 0 disables
+    # Epochs without validation improvement before stopping; 0 disables; -1 = chosen by the plan (3 or 4).
+    early_stopping: int = -1
     class_weighting: str = "auto"  # auto: weight the loss when the largest class is > 3x the smallest
     augment: str = "light"
     # Augmented views of each training photo run through the frozen stages once (cached on disk) and are
-    # cycled through the fine-tune epochs; fresh views every epoch when this is >= epochs.
-    augment_views: int = 2
+    # cycled through the fine-tune epochs; 0 = chosen by the plan (2 for a shallow fine-tune, where the frozen
+    # pass is most of the cost; a fresh one every epoch for a deep one, where it is a small part).
+    augment_views: int = 0
     compile: bool = False  # torch.compile the trainable stages: its first call costs a minute or more on a CPU
     val_split: float = 0.2
     test_split: float = 0.0
@@ -52,18 +56,18 @@ class TrainConfig:
             (self.class_weighting in CLASS_WEIGHTING, f"class_weighting must be one of {', '.join(CLASS_WEIGHTING)}"),
             (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}"),
             (self.augment in AUGMENT_PRESETS, f"augment must be one of {', '.join(AUGMENT_PRESETS)}"),
-            (1 <= self.epochs <= 1000, "epochs must be between 1 and 1000"),
+            (0 <= self.epochs <= 1000, "epochs must be between 1 and 1000 (0: chosen from the quick head)"),
             (1 <= self.batch_size <= 4096, "batch size must be between 1 and 4096"),
-            (1 <= self.augment_views <= 1000, "augment_views must be between 1 and 1000"),
+            (0 <= self.augment_views <= 1000, "augment_views must be between 1 and 1000 (0: chosen by the plan)"),
             (0 < self.lr < 10, "learning rate must be positive and below 10"),
             (0 < self.backbone_lr_factor <= 1, "backbone_lr_factor must be in (0, 1]"),
-            (self.unfreeze_stages >= 1, "unfreeze_stages must be at least 1"),
+            (self.unfreeze_stages >= 0, "unfreeze_stages must be at least 1 (0: chosen from the quick head)"),
             (self.weight_decay >= 0, "weight decay must be >= 0"),
             (self.warmup_epochs >= 0, "warmup_epochs must be >= 0"),
             (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (self.grad_clip >= 0, "grad_clip must be >= 0 (0 disables)"),
-            (self.early_stopping >= 0, "early_stopping must be >= 0 (0 disables)"),
+            (self.early_stopping >= -1, "early_stopping must be >= 0 (0 disables, -1: chosen by the plan)"),
             (0 < self.val_split < 0.9, "val_split must be in (0, 0.9)"),
             (0 <= self.test_split < 0.9 and self.val_split + self.test_split < 0.9, "test_split too large"),
         ]

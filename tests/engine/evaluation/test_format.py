@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from engine.evaluation.format import format_metrics_table
-from engine.evaluation.metrics import evaluate_predictions
+from engine.evaluation.format import format_metrics_table, format_verdict
+from engine.evaluation.metrics import evaluate_predictions, evaluation_document
 
 LABELS = ["cat", "dog", "long-tailed tit"]
 # true cat -> cat, cat -> dog, dog -> dog, dog -> dog, tit -> dog: confusion [[1, 1, 0], [0, 2, 0], [0, 1, 0]]
@@ -55,3 +55,21 @@ def test_mismatched_labels_are_refused():
     split = evaluate_predictions(["a", "b"], [0], np.array([[0.6, 0.4]]), ["x"])
     with pytest.raises(ValueError):
         format_metrics_table(split, ["a", "b", "c"])
+
+
+def test_verdict_warns_and_lists_what_to_try():
+    # Always answering "long-tailed tit" scores 1/5: 3/5 beats it, but balanced accuracy 1/2 is within noise of 1/3.
+    split = evaluate_predictions(LABELS, [0, 0, 1, 1, 2], PROBABILITIES, ["a", "b", "c", "d", "e"])
+    lines = format_verdict(evaluation_document(LABELS, split, None, train_counts=[1, 1, 30])["validation"],
+                           "validation").splitlines()
+    assert lines[0].startswith("Validation accuracy 0.60 clearly beats always answering 'long-tailed tit' (0.20)")
+    assert lines[1] == "WARNING: on the validation split the model is weak; before relying on it, try:"
+    assert len(lines) == 5 and all(line.startswith("  - ") for line in lines[2:])
+
+
+def test_good_verdict_is_one_sentence_and_old_documents_have_none():
+    probabilities = np.eye(2)[[0] * 20 + [1] * 20]
+    split = evaluate_predictions(["a", "b"], [0] * 20 + [1] * 20, probabilities, [str(i) for i in range(40)])
+    text = format_verdict(evaluation_document(["a", "b"], split, None, train_counts=[5, 5])["validation"], "validation")
+    assert text.startswith("Validation accuracy 1.00 clearly beats") and "\n" not in text
+    assert format_verdict(split, "validation") == ""

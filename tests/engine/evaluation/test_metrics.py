@@ -30,6 +30,7 @@ PROBABILITIES = np.array(
 )
 REPO_ROOT = Path(__file__).resolve().parents[3]
 PATHS = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg"]
+TRAIN_COUNTS = [5, 9, 2]  # training images per label: "dog" is the majority answer
 
 
 @pytest.fixture
@@ -160,10 +161,85 @@ def test_mistakes_are_the_wrong_predictions_most_confident_first(split):
 
 
 def test_evaluation_document_omits_a_missing_test_split(split):
-    assert evaluation_document(LABELS, split, None) == {"labels": LABELS, "validation": split}
-    document = evaluation_document(LABELS, split, split)
-    assert document["test"] is split
-    assert json.loads(json.dumps(document)) == document
+    document = evaluation_document(LABELS, split, None, train_counts=TRAIN_COUNTS)
+    assert set(document) == {"labels", "validation"}
+    document = evaluation_document(LABELS, split, split, train_counts=TRAIN_COUNTS)
+    assert {key: document["test"][key] for key in split} == split
+    assert document["test"]["verdict"]["sentence"].startswith("Test accuracy 0.50 ")
+    assert json.loads(json.dumps(document, allow_nan=False)) == document
+
+
+def test_baseline_by_hand(split):
+    # Support on the split: cat 2, dog 3, bird 1 of 6. Always answering "dog" is right 3 / 6 times.
+    document = evaluation_document(LABELS, split, split, train_counts=TRAIN_COUNTS)
+    expected = {"majority_label": "dog", "majority_accuracy": 0.5, "chance_balanced_accuracy": pytest.approx(1 / 3)}
+    assert document["validation"]["baseline"] == document["test"]["baseline"] == expected
+    # A tie in training goes to the first label, as the argmax of a prediction does: "cat", right 2 / 6 times.
+    tied = evaluation_document(LABELS, split, None, train_counts=[4, 4, 1])["validation"]["baseline"]
+    assert (tied["majority_label"], tied["majority_accuracy"]) == ("cat", pytest.approx(2 / 6))
+
+
+def test_train_counts_must_match_the_labels(split):
+    with pytest.raises(ValueError, match="train_counts must give 3 counts"):
+        evaluation_document(LABELS, split, None, train_counts=[5, 9])
+
+
+def _verdict(right_per_class: list[tuple[int, int]], train_counts: list[int]) -> dict:
+    """The verdict for a split with (right, total) samples per class; wrong ones are predicted as the next class."""
+    labels = [f"c{i}" for i in range(len(right_per_class))]
+    truth, predicted = [], []
+    for label, (right, total) in enumerate(right_per_class):
+        truth += [label] * total
+        predicted += [label] * right + [(label + 1) % len(labels)] * (total - right)
+    probabilities = np.eye(len(labels))[predicted]
+    split = evaluate_predictions(labels, truth, probabilities, [f"{i}.jpg" for i in range(len(truth))])
+    return evaluation_document(labels, split, None, train_counts=train_counts)["validation"]["verdict"]
+
+
+def test_a_clear_margin_on_balanced_classes_is_good():
+    # 95 of 100: both scores 0.95; the bars are 0.5 + 2 * sqrt(0.25 / 100) = 0.6, and 0.75 for balanced accuracy.
+    verdict = _verdict([(48, 50), (47, 50)], [30, 30])
+    assert verdict["level"] == "good" and verdict["suggestions"] == []
+    assert verdict["sentence"].startswith("Validation accuracy 0.95 clearly beats always answering 'c0' (0.50)")
+
+
+def test_above_chance_but_low_balanced_accuracy_is_weak():
+    # 65 of 100 clears the noise bars (0.6) but not halfway from chance to 1 (0.75).
+    verdict = _verdict([(33, 50), (32, 50)], [30, 30])
+    assert verdict["level"] == "weak"
+    assert "balanced accuracy 0.65 is above chance (0.50) but below 0.75" in verdict["sentence"]
+
+
+def test_accuracy_within_noise_of_the_majority_answer_is_weak():
+    # 90 "c0", 10 "c1": always answering c0 scores 0.9, the bar 0.9 + 2 * sqrt(0.09 / 100) = 0.96; 93 right is
+    # within noise although balanced accuracy (85/90 + 8/10) / 2 = 0.87 is well above chance.
+    verdict = _verdict([(85, 90), (8, 10)], [90, 10])
+    assert verdict["level"] == "weak"
+    assert "accuracy 0.93 is not clearly better than always answering 'c0' (0.90; it would need above 0.96)" in (
+        verdict["sentence"])
+
+
+def test_always_answering_the_majority_is_no_better_than_guessing():
+    verdict = _verdict([(90, 90), (0, 10)], [90, 10])
+    assert verdict["level"] == "no better than guessing"
+    assert verdict["sentence"].startswith("Validation accuracy 0.90 is not clearly better than always answering "
+                                          "'c0' (0.90;")
+    assert verdict["sentence"].endswith("on 100 images: the model is no better than guessing.")
+
+
+def test_a_small_sample_needs_a_larger_margin():
+    # 70 % right is weak on 100 images but within noise on 10 (bar 0.5 + 2 * sqrt(0.25 / 10) = 0.82).
+    assert _verdict([(35, 50), (35, 50)], [30, 30])["level"] == "weak"
+    assert _verdict([(4, 5), (3, 5)], [30, 30])["level"] == "no better than guessing"
+    # With 9 of 10 images in one class no score could beat always answering it: the sentence says so.
+    assert "(0.90; too few images to show it)" in _verdict([(9, 9), (0, 1)], [9, 1])["sentence"]
+
+
+def test_suggestions_name_the_smallest_class_and_what_to_try():
+    suggestions = _verdict([(90, 90), (0, 10)], [90, 10])["suggestions"]
+    assert any("the training split has 10 ('c1') to 90 per class." in s for s in suggestions)
+    assert any("--strategy full" in s for s in suggestions)
+    assert any("transfer-studio backbones" in s for s in suggestions)
 
 
 @pytest.mark.parametrize(
@@ -192,7 +268,8 @@ def test_metrics_load_without_torch():
 
 def _document() -> dict:
     split = evaluate_predictions(LABELS, Y_TRUE, PROBABILITIES, PATHS)
-    return json.loads(json.dumps(evaluation_document(LABELS, split, split)))  # as read back from the file
+    document = evaluation_document(LABELS, split, split, train_counts=TRAIN_COUNTS)
+    return json.loads(json.dumps(document))  # as read back from the file
 
 
 def test_a_written_document_passes_the_check() -> None:
@@ -212,12 +289,25 @@ def test_a_written_document_passes_the_check() -> None:
     (lambda d: d["validation"]["top_k_accuracy"].update({"2": None}), "top_k_accuracy"),
     (lambda d: d["validation"]["predictions"][0].update(predicted="fish"), "predictions must each hold"),
     (lambda d: d["validation"]["predictions"][1].pop("path"), "predictions must each hold"),
+    (lambda d: d["validation"]["verdict"].update(level="great"), "validation: verdict.level must be one of good"),
+    (lambda d: d["test"]["verdict"].pop("sentence"), "test: verdict.sentence must be text"),
+    (lambda d: d["validation"]["verdict"].update(suggestions="more"), "verdict.suggestions must be a list"),
+    (lambda d: d["validation"].update(verdict=None), "validation: verdict is not an object"),
+    (lambda d: d["validation"]["baseline"].update(majority_label="fish"), "baseline.majority_label must be a label"),
+    (lambda d: d["test"]["baseline"].pop("majority_accuracy"), "test: baseline.majority_accuracy must be a number"),
 ])
 def test_edited_documents_are_refused_with_what_is_wrong(edit, message: str) -> None:  # noqa: ANN001
     document = _document()
     edit(document)
     with pytest.raises(ValueError, match=message):
         check_evaluation_document(document, LABELS)
+
+
+def test_a_document_from_before_verdicts_passes_the_check() -> None:
+    document = _document()
+    for key in ("validation", "test"):
+        del document[key]["baseline"], document[key]["verdict"]
+    assert check_evaluation_document(document, LABELS) is document
 
 
 def test_a_document_for_other_labels_is_refused() -> None:

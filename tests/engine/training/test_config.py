@@ -23,7 +23,9 @@ def test_unknown_keys_and_out_of_range_values_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown training options: turbo"):
         TrainConfig.from_dict({"turbo": True})
     with pytest.raises(ValueError, match="augment_views"):
-        TrainConfig(augment_views=0)
+        TrainConfig(augment_views=-1)
+    with pytest.raises(ValueError, match="early_stopping"):
+        TrainConfig(early_stopping=-2)
 
 
 def test_integers_are_accepted_for_float_options() -> None:

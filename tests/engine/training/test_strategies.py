@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from engine.backbones.build import create_model
-from engine.training.strategies import apply_strategy, first_trainable_stage, parameter_groups, set_train_mode
+from engine.training.strategies import (
+    TRAINED_BATCHNORM_MOMENTUM,
+    apply_strategy,
+    parameter_groups,
+    set_train_mode,
+)
 
 
 def _count(params) -> int:  # noqa: ANN001
@@ -17,7 +22,7 @@ def model():  # noqa: ANN201
 
 
 def test_feature_extract_trains_only_the_head(model) -> None:  # noqa: ANN001
-    first = first_trainable_stage(model, "feature-extract", 2)
+    first = len(model.stages)
     apply_strategy(model, first)
     trainable = _count(p for p in model.parameters() if p.requires_grad)
     assert trainable == 1280 * 3 + 3
@@ -25,7 +30,7 @@ def test_feature_extract_trains_only_the_head(model) -> None:  # noqa: ANN001
 
 
 def test_fine_tune_trains_head_and_top_stages(model) -> None:  # noqa: ANN001
-    first = first_trainable_stage(model, "fine-tune", 2)
+    first = len(model.stages) - 2
     apply_strategy(model, first)
     expected = _count(model.head.parameters()) + _count(model.stages[-1].parameters()) + _count(
         model.stages[-2].parameters())
@@ -36,12 +41,12 @@ def test_fine_tune_trains_head_and_top_stages(model) -> None:  # noqa: ANN001
 
 
 def test_full_trains_everything(model) -> None:  # noqa: ANN001
-    apply_strategy(model, first_trainable_stage(model, "full", 2))
+    apply_strategy(model, 0)
     assert all(p.requires_grad for p in model.parameters())
 
 
 def test_frozen_stages_get_no_gradient_and_keep_batchnorm_statistics(model) -> None:  # noqa: ANN001
-    first = first_trainable_stage(model, "fine-tune", 2)
+    first = len(model.stages) - 2
     apply_strategy(model, first)
     set_train_mode(model, first, train_batchnorm=False)
     frozen_buffers = {k: v.clone() for k, v in model.stages[:first].state_dict().items()}
@@ -59,3 +64,57 @@ def test_frozen_stages_get_no_gradient_and_keep_batchnorm_statistics(model) -> N
     assert all(p.grad is not None for p in model.stages[first:].parameters())
     after = model.stages[:first].state_dict()
     assert all(torch.equal(frozen_buffers[k], after[k]) for k in frozen_buffers)
+
+
+def _batchnorm_means(model) -> list[torch.Tensor]:  # noqa: ANN001
+    return [m.running_mean.clone() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+@pytest.mark.parametrize("first", [0, 3])
+def test_trained_batchnorm_tracks_the_new_data_and_frozen_batchnorm_does_not(first: int) -> None:
+    """Ten steps on images unlike ImageNet's close most of the gap between the running mean and the data's mean
+    in trained stages (the TF port's momentum 0.01 would close 10 %), and move nothing in frozen stages."""
+    model = create_model("efficientnet_lite0", num_classes=2)
+    apply_strategy(model, first, train_batchnorm=True)
+    set_train_mode(model, first, train_batchnorm=True)
+    stem_bn = model.stages[0]._bn0
+    head_bn = model.stages[-1]._bn1
+    assert head_bn.momentum == TRAINED_BATCHNORM_MOMENTUM
+    before = _batchnorm_means(model)
+    frozen_before = {k: v.clone() for k, v in model.stages[:first].state_dict().items()}
+    torch.manual_seed(0)
+    images = 0.8 + 0.05 * torch.randn(8, 3, 64, 64)  # bright, flat images: far from ImageNet statistics
+    with torch.no_grad():
+        x = images
+        for stage in model.stages[:first]:
+            x = stage(x)
+        inputs = x
+        head_input = inputs
+        for stage in model.stages[first:-1]:
+            head_input = stage(head_input)
+        # What the head stage's BatchNorm sees: the batch mean of its conv output.
+        target = model.stages[-1]._conv_head(head_input).mean(dim=(0, 2, 3))
+    start = head_bn.running_mean.clone()
+    for _ in range(10):
+        with torch.no_grad():
+            x = inputs
+            for stage in model.stages[first:]:
+                x = stage(x)
+    closed = 1 - (head_bn.running_mean - target).norm() / (start - target).norm()
+    assert closed > 0.5, f"the trained BatchNorm closed only {closed:.0%} of the gap to the new data"
+    assert all(torch.equal(v, model.stages[:first].state_dict()[k]) for k, v in frozen_before.items())
+    moved = [not torch.equal(a, b) for a, b in zip(before, _batchnorm_means(model), strict=True)]
+    trained_count = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.stages[first:].modules())
+    assert sum(moved) == trained_count and (first == 0 or not moved[0])
+    assert (stem_bn.momentum == TRAINED_BATCHNORM_MOMENTUM) == (first == 0)
+
+
+def test_frozen_batchnorm_keeps_the_imagenet_statistics_while_its_stage_trains() -> None:
+    model = create_model("efficientnet_lite0", num_classes=2)
+    first = len(model.stages) - 2
+    apply_strategy(model, first, train_batchnorm=False)
+    set_train_mode(model, first, train_batchnorm=False)
+    before = _batchnorm_means(model)
+    with torch.no_grad():
+        model(0.8 + 0.05 * torch.randn(4, 3, 64, 64))
+    assert all(torch.equal(a, b) for a, b in zip(before, _batchnorm_means(model), strict=True))

@@ -9,8 +9,9 @@ import torch
 from engine.backbones.build import create_model
 from engine.control import RunControl
 from engine.events import BatchProgress, EpochEnded, RunFailed, RunFinished
+from engine.training import fine_tune as fine_tune_module
+from engine.training import preparation as preparation_module
 from engine.training import run_folder as rf
-from engine.training import trainer as trainer_module
 from engine.training.checkpoints import load_checkpoint
 from engine.training.config import TrainConfig
 from engine.training.evaluate_run import evaluate_run
@@ -61,7 +62,7 @@ def test_reevaluation_matches_training_evaluation(trained_run: Path) -> None:
 def test_fine_tune_leaves_frozen_stages_and_all_batchnorm_statistics_untouched(
         small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     boundaries = []
-    real_epoch = trainer_module.train_one_epoch
+    real_epoch = fine_tune_module.train_one_epoch
 
     def checked_epoch(model, first_trainable, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         stats = real_epoch(model, first_trainable, *args, **kwargs)
@@ -71,7 +72,7 @@ def test_fine_tune_leaves_frozen_stages_and_all_batchnorm_statistics_untouched(
         boundaries.append(first_trainable)
         return stats
 
-    monkeypatch.setattr(trainer_module, "train_one_epoch", checked_epoch)
+    monkeypatch.setattr(fine_tune_module, "train_one_epoch", checked_epoch)
     train(small_data, tmp_path / "run", TrainConfig(epochs=2, batch_size=4, early_stopping=0))
     assert len(boundaries) == 2
     pretrained = create_model("efficientnet_lite0", 2).state_dict()
@@ -167,7 +168,7 @@ def test_crash_while_saving_keeps_previous_checkpoint(small_data: Path, tmp_path
 
 
 def test_non_finite_loss_stops_with_advice(small_data: Path, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(trainer_module, "cross_entropy",
+    monkeypatch.setattr(fine_tune_module, "cross_entropy",
                         lambda *_: lambda logits, targets: logits.sum() * float("nan"))
     events: list = []
     with pytest.raises(Exception, match="Lower the learning rate"):
@@ -246,7 +247,7 @@ def test_files_deleted_after_the_scan_are_skipped_with_a_warning(small_data: Pat
             victim.unlink()
         return report
 
-    monkeypatch.setattr(trainer_module, "scan_dataset", scan_then_delete)
+    monkeypatch.setattr(preparation_module, "scan_dataset", scan_then_delete)
     events: list = []
     result = train(data, tmp_path / "run", TrainConfig(epochs=1, batch_size=4), on_event=events.append)
     assert result.status == "completed"

@@ -1,0 +1,172 @@
+"""The fine-tune epochs after the quick head: the trainable top of the network, following a FineTunePlan.
+
+Recording (metrics, checkpoints, early-stopping count) is the EpochRecorder's job and frozen outputs are the
+FrozenFeatures provider's; this module only loops: inputs for the epoch, one epoch, validation, record.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.backbones.build import TransferModel
+from engine.control import RunControl
+from engine.dataset.report import ImageItem
+from engine.events import EpochStarted, EventSink, Info
+from engine.events import Warning_ as WarningEvent
+from engine.images import ImageLoadError
+from engine.training import run_folder as rf
+from engine.training.checkpoints import load_checkpoint
+from engine.training.config import TrainConfig
+from engine.training.device import DeviceSetup
+from engine.training.epoch_recorder import EpochMetrics, EpochRecorder
+from engine.training.frozen_features import FrozenFeatures
+from engine.training.loop import cross_entropy, logits_from_features, train_one_epoch, warmup_cosine
+from engine.training.quick_head import head_metrics, labels_tensor
+from engine.training.recipe import FineTunePlan
+from engine.training.strategies import apply_strategy, parameter_groups, set_train_mode
+
+
+@dataclass(frozen=True, slots=True)
+class FineTuneData:
+    train_items: tuple[ImageItem, ...]
+    val_items: tuple[ImageItem, ...]
+    val_features: torch.Tensor  # validation photos through the frozen stages (below plan.first_trainable)
+    class_weights: torch.Tensor | None
+
+
+class FineTuner:
+    def __init__(self, model: TransferModel, plan: FineTunePlan, config: TrainConfig, setup: DeviceSetup,
+                 frozen: FrozenFeatures, recorder: EpochRecorder, run_dir: Path,
+                 drop_unreadable: Callable[[tuple[ImageItem, ...]], tuple[ImageItem, ...]], on_event: EventSink,
+                 control: RunControl) -> None:
+        self.model, self.plan, self.config, self.setup = model, plan, config, setup
+        self.frozen, self.recorder, self.run_dir = frozen, recorder, run_dir
+        self.drop_unreadable, self.on_event, self.control = drop_unreadable, on_event, control
+        self.batch_size = config.batch_size
+
+    def run(self, data: FineTuneData, start_epoch: int, checkpoint: dict[str, Any] | None) -> None:
+        """Epochs max(1, start_epoch)..plan.epochs, stopping early after plan.patience epochs without progress."""
+        plan, first = self.plan, self.plan.first_trainable
+        apply_strategy(self.model, first, plan.train_batchnorm)
+        if self.config.compile:
+            self.on_event(Info("compiling the trainable stages (torch.compile): the first batches of training and "
+                               "of validation wait for it, a minute or more on a CPU"))
+            for module in (*self.model.stages[first:], self.model.head):
+                module.compile()  # in place: state_dict keys, checkpoints and export stay as they are
+        optimizer = self._optimizer()
+        scheduler = self._scheduler(optimizer, len(data.train_items))
+        scaler = torch.amp.GradScaler("cuda") if self.setup.use_scaler else None
+        if checkpoint is not None and checkpoint.get("optimizer"):
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+        loss_fn = cross_entropy(data.class_weights, self.config.label_smoothing)
+        val_targets = labels_tensor(i.label for i in data.val_items)
+        phase = "full" if plan.depth == "full" else "fine-tune"
+        train_items = data.train_items
+        for epoch in range(max(1, start_epoch), plan.epochs + 1):
+            self.on_event(EpochStarted(epoch, plan.epochs, phase))
+            train_items = self.drop_unreadable(train_items)
+            view_started = time.perf_counter()
+            inputs = self._epoch_inputs(train_items, epoch)
+            view_seconds = time.perf_counter() - view_started
+            while True:
+                try:
+                    stats = train_one_epoch(
+                        self.model, first, self._batches(train_items, inputs, epoch), optimizer, scheduler, loss_fn,
+                        self.setup, lambda: set_train_mode(self.model, first, plan.train_batchnorm), epoch=epoch,
+                        batch_count=_steps(len(train_items), self.batch_size), grad_clip=self.config.grad_clip,
+                        scaler=scaler, on_event=self.on_event, control=self.control,
+                    )
+                    break
+                except (torch.OutOfMemoryError, RuntimeError) as exc:
+                    if not _is_out_of_memory(exc):
+                        raise
+                    scheduler = self._recover_from_out_of_memory(optimizer, len(train_items), epoch)
+            val_logits = logits_from_features(self.model, first, data.val_features, self.setup)
+            val_loss, val_acc = head_metrics(val_logits, val_targets, data.class_weights, self.config.label_smoothing)
+            self.recorder.record(
+                EpochMetrics(epoch, phase, stats.loss, stats.accuracy, val_loss, val_acc,
+                             optimizer.param_groups[0]["lr"], view_seconds + stats.seconds, stats.images),
+                extra={"view_seconds": view_seconds}, optimizer=optimizer, scheduler=scheduler)
+            if plan.patience and self.recorder.bad_epochs >= plan.patience:
+                self.on_event(WarningEvent(f"early stopping after epoch {epoch}: no validation improvement for "
+                                           f"{self.recorder.bad_epochs} epochs"))
+                break
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        groups = parameter_groups(self.model, self.plan.first_trainable, self.config.lr,
+                                  self.config.backbone_lr_factor)
+        if self.config.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=self.config.lr, momentum=0.9, weight_decay=self.config.weight_decay)
+        return torch.optim.AdamW(groups, lr=self.config.lr, weight_decay=self.config.weight_decay)
+
+    def _scheduler(self, optimizer: torch.optim.Optimizer, images: int) -> torch.optim.lr_scheduler.LambdaLR:
+        steps = _steps(images, self.batch_size)
+        return warmup_cosine(optimizer, int(self.config.warmup_epochs * steps), self.plan.epochs * steps)
+
+    def _recover_from_out_of_memory(self, optimizer: torch.optim.Optimizer, images: int,
+                                    epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+        """Halve the batch size and redo the epoch from the last checkpoint; give up below batch size 1."""
+        if self.setup.device == "cuda":
+            torch.cuda.empty_cache()
+        if self.batch_size == 1:
+            raise RuntimeError(f"out of memory on {self.setup.description} even with batch size 1: choose a smaller "
+                               "backbone, fewer unfrozen stages, or --device cpu") from None
+        self.batch_size //= 2
+        self.on_event(WarningEvent(f"out of memory during epoch {epoch}: retrying it with batch size "
+                                   f"{self.batch_size}"))
+        last = load_checkpoint(self.run_dir / rf.LAST_FILE, self.setup.device)
+        self.model.load_state_dict(last["model"])
+        if last.get("optimizer"):
+            optimizer.load_state_dict(last["optimizer"])
+        scheduler = self._scheduler(optimizer, images)
+        for _ in range((epoch - 1) * _steps(images, self.batch_size)):
+            scheduler.step()
+        return scheduler
+
+    def _epoch_inputs(self, items: tuple[ImageItem, ...], epoch: int) -> Callable[[int], torch.Tensor]:
+        """Input to the trainable stages for training photo ``i`` in this epoch.
+
+        Below frozen stages: the frozen output of augmented view (epoch - 1) mod plan.views, computed for all
+        photos at once (or read from the feature cache), so the frozen stages never run again for that view.
+        With nothing frozen, each photo is augmented afresh (nothing to save, and images are large to keep).
+        """
+        if self.plan.first_trainable == 0:
+            return lambda i: self.frozen.augment_item(items[i])
+        views = self.plan.views
+        view = (epoch - 1) % views
+        return self.frozen.augmented(items, self.plan.first_trainable, view,
+                                     f"augmented view {view + 1} of {views} (training)").__getitem__
+
+    def _batches(self, items: tuple[ImageItem, ...], inputs: Callable[[int], torch.Tensor],
+                 epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Shuffled per epoch with a seed derived from (seed, epoch), so a resumed run sees the same order."""
+        generator = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
+        order = torch.randperm(len(items), generator=generator).tolist()
+        torch.manual_seed(self.config.seed * 1000 + epoch)
+        for start in range(0, len(order), self.batch_size):
+            rows, labels = [], []
+            for index in order[start:start + self.batch_size]:
+                try:
+                    rows.append(inputs(index))
+                except ImageLoadError as exc:
+                    self.on_event(WarningEvent(f"skipped {exc.path}: {exc.reason} (changed during training)"))
+                    continue
+                labels.append(items[index].label)
+            if rows:
+                yield torch.stack(rows), labels_tensor(labels)
+
+
+def _steps(images: int, batch_size: int) -> int:
+    return max(1, -(-images // batch_size))
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA raises torch.OutOfMemoryError; MPS raises a RuntimeError that says so."""
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()

@@ -1,0 +1,64 @@
+"""What every training-like job needs before its first step: the scanned dataset, the model on its device, the
+class weights and the frozen-feature provider. Shared by ``train`` and ``find_learning_rate``; writes nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.backbones.build import TransferModel, create_model
+from engine.backbones.registry import get_backbone
+from engine.control import RunControl
+from engine.dataset.cache import DecodedImageCache
+from engine.dataset.report import IMBALANCE_WARNING_RATIO, ScanReport
+from engine.dataset.scan import scan_dataset
+from engine.events import EventSink
+from engine.training.augment import build_train_transform
+from engine.training.config import TrainConfig
+from engine.training.device import DeviceSetup, resolve_device
+from engine.training.feature_cache import weights_identity
+from engine.training.frozen_features import FrozenFeatures
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedTraining:
+    config: TrainConfig
+    setup: DeviceSetup
+    cache: DecodedImageCache
+    report: ScanReport
+    labels: list[str]
+    model: TransferModel
+    class_weights: torch.Tensor | None  # None unless the classes are imbalanced (or asked for)
+    frozen: FrozenFeatures
+
+
+def prepare_training(data_dir: Path, config: TrainConfig, on_event: EventSink,
+                     control: RunControl) -> PreparedTraining:
+    """Scan ``data_dir`` (validated, split, decoded into the cache) and build the model with its weights."""
+    setup = resolve_device(config.device)
+    preprocessing = get_backbone(config.backbone).preprocessing()
+    cache = DecodedImageCache(preprocessing)
+    torch.manual_seed(config.seed)
+    report = scan_dataset(data_dir, val_fraction=config.val_split, test_fraction=config.test_split,
+                          seed=config.seed, cache=cache, on_event=on_event, control=control)
+    labels = list(report.classes)
+    weights_file = Path(config.weights_file) if config.weights_file else None
+    model = create_model(config.backbone, len(labels), weights_file=weights_file, dropout=config.dropout,
+                         on_event=on_event, control=control).to(setup.device)
+    if setup.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    frozen = FrozenFeatures(model, config, weights_identity(config.backbone, weights_file), cache,
+                            build_train_transform(config.augment, preprocessing), setup, on_event, control)
+    return PreparedTraining(config, setup, cache, report, labels, model, _class_weights(config, report, labels),
+                            frozen)
+
+
+def _class_weights(config: TrainConfig, report: ScanReport, labels: list[str]) -> torch.Tensor | None:
+    mode = config.class_weighting
+    if mode == "off" or (mode == "auto" and report.imbalance_ratio <= IMBALANCE_WARNING_RATIO):
+        return None
+    counts = np.array([report.counts["train"][c] for c in labels], dtype=np.float64)
+    return torch.tensor(counts.sum() / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
