@@ -37,7 +37,7 @@ class BackboneInfo:
     family: str
     parameters: int
     size_mb: float
-    weights: str  # "bundled" | "cached" | "download"
+    weights: str  # "bundled" | "not installed" | "cached" | "download"
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,20 @@ def train(data_dir: Path | None, run_dir: Path, options: dict[str, Any] | None, 
         return train_run(data_dir, run_dir, config, resume=resume, on_event=on_event, control=control)
 
     return Job(f"{'Resuming' if resume else 'Training'} {run_dir.name}", run)
+
+
+def find_learning_rate(data_dir: Path, options: dict[str, Any], *, steps: int | None = None) -> Job:
+    """``options`` are TrainConfig fields, as for ``train``; ``steps`` None: the engine's default sweep length."""
+
+    def run(on_event: EventSink, control: RunControl) -> Any:
+        from engine.training import lr_find
+        from engine.training.config import TrainConfig
+
+        return lr_find.find_learning_rate(data_dir, TrainConfig(**options),
+                                          steps=lr_find.STEPS if steps is None else steps,
+                                          on_event=on_event, control=control)
+
+    return Job(f"Finding a learning rate for {data_dir.name}", run)
 
 
 def read_run(run_dir: Path) -> Job:

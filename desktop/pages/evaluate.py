@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -18,6 +20,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSplitter,
+    QStyle,
     QTableView,
     QVBoxLayout,
     QWidget,
@@ -111,6 +114,17 @@ class EvaluatePage(QWidget):
         self.export_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.summary = QLabel(objectName="summaryLabel")
         self.summary.setWordWrap(True)
+        self.verdict_icon = QLabel(objectName="verdictIcon")
+        self.verdict_icon.setPixmap(self.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning).pixmap(32))
+        self.verdict = QLabel(objectName="verdictLabel")
+        self.verdict.setWordWrap(True)
+        self.verdict.setTextFormat(Qt.TextFormat.RichText)
+        self.verdict.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.verdict_box = QFrame(objectName="verdictBox")
+        verdict_row = QHBoxLayout(self.verdict_box)
+        verdict_row.addWidget(self.verdict_icon, 0, Qt.AlignmentFlag.AlignTop)
+        verdict_row.addWidget(self.verdict, 1)
+        self.verdict_box.hide()
 
         self.metrics_table = QTableView(objectName="metricsTable")
         self.metrics = QStandardItemModel(0, 5, self.metrics_table)
@@ -149,6 +163,7 @@ class EvaluatePage(QWidget):
         layout.addWidget(self.export_progress)
         layout.addWidget(self.export_status)
         layout.addWidget(self.summary)
+        layout.addWidget(self.verdict_box)
         layout.addWidget(body, 1)
 
         runner.progress.connect(self.on_progress)
@@ -212,11 +227,13 @@ class EvaluatePage(QWidget):
         self.metrics.removeRows(0, self.metrics.rowCount())
         self.mistakes_view.clear_rows()
         if not evaluation or key is None:
+            self._show_verdict(None)
             self.confusion_view.set_matrix([], [])
             self.summary.setText("This run has no evaluation: it was stopped before it finished. Resume it on the "
                                  "Train page." if self.snapshot else "")
             return
         split = evaluation[key]
+        self._show_verdict(split.get("verdict"))
         self._fill_metrics(split)
         self.confusion_view.set_matrix(evaluation["labels"], split["confusion_matrix"])
         top_k = ", ".join(f"top-{k} {v:.1%}" for k, v in split.get("top_k_accuracy", {}).items() if k != "1")
@@ -234,6 +251,21 @@ class EvaluatePage(QWidget):
                                                          Path(mistake["path"]).name])
         if wrong:
             self._thumbnail_job = self.runner.submit(jobs.thumbnails([m["path"] for m in wrong[:MAX_THUMBNAILS]]))
+
+    def _show_verdict(self, verdict: dict[str, Any] | None) -> None:
+        """Plain when the model is good; a framed warning with what to try otherwise; hidden for older runs."""
+        self.verdict_box.setVisible(verdict is not None)
+        if verdict is None:
+            return
+        warn = verdict["level"] != "good"
+        self.verdict_icon.setVisible(warn)
+        self.verdict_box.setFrameShape(QFrame.Shape.StyledPanel if warn else QFrame.Shape.NoFrame)
+        text = html.escape(verdict["sentence"])
+        if warn:
+            tries = "".join(f"<li>{html.escape(suggestion)}</li>" for suggestion in verdict["suggestions"])
+            text = (f"<b>Warning: the model is {html.escape(verdict['level'])} on this split.</b> {text}"
+                    f"<br>Try:<ul>{tries}</ul>")
+        self.verdict.setText(text)
 
     def _fill_metrics(self, split: dict[str, Any]) -> None:
         for row in split["per_class"]:

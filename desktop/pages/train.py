@@ -1,11 +1,12 @@
-"""Train page: training options, start/pause/stop, live loss and accuracy plots, progress and log."""
+"""Train page: training options, start/pause/stop, live loss and accuracy plots, progress and log; the
+learning-rate finder in the options' Advanced section."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import (
@@ -26,10 +27,14 @@ from desktop.pages.train_options import TrainOptionsForm
 from desktop.settings import AppSettings
 from desktop.training_history import TrainingHistory
 from desktop.widgets.log_view import LogView
+from desktop.widgets.lr_find_panel import LrFindPanel
 from desktop.widgets.plots import TRAIN_COLOR, VAL_COLOR, MetricPlot
 from desktop.workers import Job, JobRunner
 from engine.events import BatchProgress, EpochEnded, EpochStarted, Progress, RunFinished, RunStarted
 from engine.training.run_folder import RUN_FILE
+
+if TYPE_CHECKING:  # imports torch, which loads on the worker thread
+    from engine.training.lr_find import LrFindResult
 
 REDRAW_MS = 250
 
@@ -62,11 +67,16 @@ class TrainPage(QWidget):
         self.run_dir: Path | None = None
         self.history = TrainingHistory()
         self._train_job: Job | None = None
+        self._lr_find_job: Job | None = None
         self._resumable: Path | None = None
         self._epoch = (0, 0, "")  # current epoch, epochs, phase
         self._epoch_seconds: float | None = None
         self._dirty = False
         self.options_form = TrainOptionsForm(settings)
+        self.lr_find_panel = LrFindPanel()
+        self.options_form.add_advanced_row(self.lr_find_panel)
+        self.lr_find_panel.find_button.clicked.connect(self.on_find_lr_clicked)
+        self.lr_find_panel.use_requested.connect(self.on_use_suggested_lr)
         self.dataset_label = QLabel("No dataset yet: open one on the Data page.", objectName="datasetLabel")
         self.dataset_label.setWordWrap(True)
         self.start_button = QPushButton("Start training", objectName="startButton")
@@ -161,6 +171,7 @@ class TrainPage(QWidget):
         runner.info.connect(self.on_info)
         runner.warning.connect(self.on_warning)
         runner.run_finished.connect(self.on_run_finished)
+        runner.returned.connect(self.on_returned)
         runner.failed.connect(self.on_failed)
         runner.aborted.connect(self.on_aborted)
         runner.finished.connect(self.on_finished)
@@ -170,6 +181,15 @@ class TrainPage(QWidget):
     @property
     def training(self) -> bool:
         return self._train_job is not None
+
+    @property
+    def finding_lr(self) -> bool:
+        return self._lr_find_job is not None
+
+    @property
+    def busy(self) -> bool:
+        """Training or the learning-rate sweep: the runner's events belong to this page's job."""
+        return self.training or self.finding_lr
 
     def set_dataset(self, folder: Path, summary: str) -> None:
         self.data_dir = Path(folder)
@@ -184,7 +204,8 @@ class TrainPage(QWidget):
         if snapshot.run_dir != self.run_dir or not self.history.epochs:  # keep the live curves and log of this run
             self.history = TrainingHistory.from_metrics(snapshot.metrics)
             self.options_form.set_options(snapshot.run.get("config", {}))
-            epochs = int(snapshot.run.get("config", {}).get("epochs", 0))
+            # The plan's epochs (runs from before plans were recorded: the config's).
+            epochs = int(snapshot.run.get("plan", {}).get("epochs") or snapshot.run.get("config", {}).get("epochs", 0))
             self.log_view.clear()
             self.log_view.add_line(f"Opened {snapshot.run_dir}")
             for record in snapshot.metrics:
@@ -197,7 +218,7 @@ class TrainPage(QWidget):
         self._update_buttons()
 
     def start(self) -> None:
-        if self.training or self.data_dir is None:
+        if self.busy or self.data_dir is None:
             return
         options = self.options_form.options()
         self.settings.set("train/options", options)
@@ -207,7 +228,7 @@ class TrainPage(QWidget):
         self._begin(jobs.train(self.data_dir, self.run_dir, options))
 
     def resume(self) -> None:
-        if self.training or self._resumable is None:
+        if self.busy or self._resumable is None:
             return
         self.run_dir = self._resumable
         self.log_view.add_line(f"Resuming {self.run_dir}")
@@ -225,6 +246,18 @@ class TrainPage(QWidget):
         self.redraw_timer.start()
         self._update_buttons()
 
+    def find_learning_rate(self) -> None:
+        """Sweep the learning rate on the dataset with the form's options (the engine's default steps)."""
+        if self.busy or self.data_dir is None:
+            return
+        self.lr_find_panel.clear()
+        self.log_view.add_line(f"Finding a learning rate for {self.data_dir.name}")
+        self._epoch = (0, 0, "")
+        self.progress.setRange(0, 0)
+        self.progress.setFormat("Preparing the learning-rate sweep…")
+        self._lr_find_job = self.runner.submit(jobs.find_learning_rate(self.data_dir, self.options_form.options()))
+        self._update_buttons()
+
     def stop(self) -> None:
         if self.training:
             self.runner.cancel()
@@ -240,13 +273,17 @@ class TrainPage(QWidget):
 
     def _update_buttons(self) -> None:
         stopping = self.training and self._train_job is not None and self._train_job.control.cancelled
-        self.start_button.setEnabled(not self.training and self.data_dir is not None)
+        can_start = not self.busy and self.data_dir is not None
+        self.start_button.setEnabled(can_start)
         self.pause_button.setEnabled(self.training and not stopping)
         self.stop_button.setEnabled(self.training and not stopping)
         self.pause_button.setText("Resume" if self.runner.paused and self.training else "Pause")
         self.resume_button.setVisible(self._resumable is not None)
-        self.resume_button.setEnabled(not self.training and self._resumable is not None)
+        self.resume_button.setEnabled(not self.busy and self._resumable is not None)
         self.options_form.setEnabled(not self.training)
+        sweep = self._lr_find_job  # while it runs, its button stops it
+        self.lr_find_panel.set_running(sweep is not None)
+        self.lr_find_panel.find_button.setEnabled(can_start or (sweep is not None and not sweep.control.cancelled))
 
     def _redraw(self) -> None:
         h = self.history
@@ -269,6 +306,19 @@ class TrainPage(QWidget):
     @Slot()
     def on_stop_clicked(self) -> None:
         self.stop()
+
+    @Slot()
+    def on_find_lr_clicked(self) -> None:
+        if self._lr_find_job is None:
+            self.find_learning_rate()
+            return
+        self._lr_find_job.control.cancel()
+        self.progress.setFormat("Stopping…")
+        self._update_buttons()
+
+    @Slot(float)
+    def on_use_suggested_lr(self, lr: float) -> None:
+        self.options_form.set_options({"lr": lr})
 
     @Slot()
     def on_pause_clicked(self) -> None:
@@ -304,7 +354,7 @@ class TrainPage(QWidget):
 
     @Slot(object)
     def on_progress(self, event: Progress) -> None:
-        if not self.training:
+        if not self.busy:
             return
         if event.done >= event.total and self._epoch[2] == "head":  # the head fit itself reports no steps
             self.progress.setRange(0, 0)
@@ -344,7 +394,7 @@ class TrainPage(QWidget):
 
     @Slot(str)
     def on_info(self, message: str) -> None:
-        if self.training:
+        if self.busy:
             self.log_view.add_line(message)
 
     @Slot(str)
@@ -363,34 +413,53 @@ class TrainPage(QWidget):
         else:
             self._resumable = Path(event.run_dir)
             self.log_view.add_line("Stopped: the run is saved; press “Resume run” to continue it.")
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1 if event.status == "completed" else 0)
-        self.progress.setFormat(f"Run {event.status}")
+        self._show_ended(f"Run {event.status}", done=event.status == "completed")
         self.run_ended.emit(Path(event.run_dir), event.status)
 
     @Slot(object, str, str)
     def on_failed(self, job: Job, message: str, _details: str) -> None:
         if job is self._train_job:
             self.log_view.add_line(f"Training failed: {message}", warning=True)
-            self.progress.setRange(0, 1)
-            self.progress.setValue(0)
-            self.progress.setFormat("Failed")
+            self._show_ended("Failed")
             if self.run_dir is not None and not self._discard_empty_run_folder():
                 self.run_ended.emit(self.run_dir, "failed")
+        elif job is self._lr_find_job:
+            self.log_view.add_line(f"Learning-rate sweep failed: {message}", warning=True)
+            self._show_ended("Failed")
 
     @Slot(object)
     def on_aborted(self, job: Job) -> None:
         if job is self._train_job:
             self._stopped_before_training()
+        elif job is self._lr_find_job:
+            self.log_view.add_line("Learning-rate sweep stopped.")
+            self._show_ended("Stopped")
+
+    @Slot(object, object)
+    def on_returned(self, job: Job, result: LrFindResult) -> None:
+        if job is not self._lr_find_job:
+            return
+        self.lr_find_panel.show_result(result)
+        self.log_view.add_line(f"Learning-rate sweep ({result.depth} fine-tune, {len(result.learning_rates)} steps): "
+                               f"suggested {result.suggestion:.1e}")
+        self._show_ended("Learning-rate sweep done", done=True)
 
     def _stopped_before_training(self) -> None:
         self.log_view.add_line("Stopped before training began.")
-        self.progress.setRange(0, 1)
-        self.progress.setFormat("Stopped")
+        self._show_ended("Stopped")
         self._discard_empty_run_folder()
+
+    def _show_ended(self, text: str, *, done: bool = False) -> None:
+        """The progress bar once a job has ended: full when it completed, empty otherwise."""
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if done else 0)
+        self.progress.setFormat(text)
 
     @Slot(object)
     def on_finished(self, job: Job) -> None:
+        if job is self._lr_find_job:
+            self._lr_find_job = None
+            self._update_buttons()
         if job is not self._train_job:
             return
         self._train_job = None

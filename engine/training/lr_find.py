@@ -72,8 +72,8 @@ def find_learning_rate(data_dir: Path | str, config: TrainConfig | None = None, 
     optimizer = (torch.optim.SGD(groups, lr=1.0, momentum=0.9, weight_decay=config.weight_decay)
                  if config.optimizer == "sgd" else torch.optim.AdamW(groups, lr=1.0, weight_decay=config.weight_decay))
     loss_fn = cross_entropy(prepared.class_weights, config.label_smoothing)
-    inputs = (prepared.frozen.augmented(train_items, first, 0, "augmented view (sweep)") if first
-              else None)
+    inputs = (prepared.frozen.augmented(train_items, first, 0, "augmented view (sweep)",
+                                        on_disk=plan.views < plan.epochs) if first else None)
     batches = _batches(len(train_items), config.batch_size, config.seed)
     ratio = (end_lr / start_lr) ** (1 / (steps - 1))
     rates: list[float] = []

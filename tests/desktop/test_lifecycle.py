@@ -35,6 +35,7 @@ def test_pause_stop_and_resume_keep_the_ui_consistent(window, find, qtbot, small
                                   ("startButton", "pauseButton", "stopButton", "resumeButton"))
     with qtbot.waitSignal(worker.epoch_ended, timeout=TIMEOUT_MS, check_params_cb=lambda e: e.epoch == 1):
         _start(window, find, qtbot, epochs=3)
+    assert not find("findLearningRateButton", QPushButton).isEnabled()  # no learning-rate sweep while training
     qtbot.mouseClick(pause, Qt.MouseButton.LeftButton)
     assert pause.text() == "Resume" and window.runners["training"].paused
     with qtbot.waitSignal(worker.run_finished, timeout=TIMEOUT_MS) as finished:

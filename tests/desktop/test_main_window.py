@@ -20,7 +20,8 @@ from desktop.widgets.plots import MetricPlot
 
 NAMED = ("datasetPathEdit", "chooseDatasetButton", "sampleDataButton", "classTable", "scanReportView",
          "backboneCombo", "strategyCombo", "epochsSpin", "batchSizeSpin", "learningRateSpin", "augmentCombo",
-         "advancedSection", "startButton", "pauseButton", "stopButton", "lossPlot", "accuracyPlot", "progressBar",
+         "advancedSection", "findLearningRateButton", "lrFindPlot", "lrSuggestionLabel", "useSuggestedLrButton",
+         "startButton", "pauseButton", "stopButton", "lossPlot", "accuracyPlot", "progressBar",
          "logView", "metricsTable", "confusionMatrixView", "mistakesView", "exportButton", "cancelExportButton",
          "modelPathEdit", "openModelButton", "dropArea", "predictionsView", "saveResultsButton", "deviceLabel",
          "activityLabel")

