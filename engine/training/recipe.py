@@ -40,7 +40,7 @@ class HeadFit:
 class FineTunePlan:
     """What the epochs after the quick head do; saved in run.json so a resumed run follows the same plan."""
 
-    depth: str  # "shallow" | "deep" | "full"
+    depth: str  # "shallow" | "deep" | "full" | "none" (feature-extract)
     first_trainable: int  # index of the first stage that trains
     epochs: int
     views: int  # augmented views of each training photo, cycled through the epochs

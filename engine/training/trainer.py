@@ -29,7 +29,7 @@ from engine.training.fine_tune import FineTuneData, FineTuner
 from engine.training.head_phase import fit_quick_head
 from engine.training.loop import logits_from_features
 from engine.training.preparation import prepare_training
-from engine.training.recipe import FineTunePlan, HeadFit, plan_fine_tune
+from engine.training.recipe import FineTunePlan, plan_fine_tune
 
 
 class RunExistsError(ValueError):
@@ -155,7 +155,7 @@ class _Session:
             self.train_items = self._drop_unreadable(self.train_items)
             self.val_items = self._drop_unreadable(self.val_items)
             if self.start_epoch == 0:
-                self.plan = self._choose_plan(self._quick_head())
+                self.plan = self._quick_head_and_plan()
             assert self.plan is not None  # set by the quick head, or read back on resume
             if self.plan.epochs and self.start_epoch <= self.plan.epochs:
                 frozen = self.prepared.frozen
@@ -189,23 +189,22 @@ class _Session:
                 self.on_event(Info(f"{name} cache over its {limit / 1024**3:g} GB limit ({LIMIT_VARIABLE}): removed "
                                    f"the {pruned.files} least recently used entries ({pruned.bytes / 1e6:.0f} MB)"))
 
-    def _quick_head(self) -> HeadFit:
-        """Epoch 0: fit the head on frozen embeddings, and record it like any epoch."""
+    def _quick_head_and_plan(self) -> FineTunePlan:
+        """Epoch 0: fit the head on frozen embeddings; choose the fine-tune plan from its fit; record both.
+
+        The plan goes into run.json before epoch 0's checkpoint, so a run resumed after epoch 0 finds it.
+        """
         self.on_event(EpochStarted(0, self.config.epochs, "head"))
         head = fit_quick_head(self.prepared, self.train_items, self.val_items, self.on_event)
+        plan = plan_fine_tune(self.config, len(self.model.stages), head.fit)
+        rf.update_run_file(self.run_dir, plan=plan.to_dict())
+        self.recorder.total_epochs = plan.epochs
         self.recorder.record(
             EpochMetrics(0, "head", head.train_loss, head.fit.train_accuracy, head.val_loss, head.fit.val_accuracy,
                          0.0, head.seconds, len(self.train_items)),
             extra={"head_l2": head.l2, "embedding_seconds": head.seconds - head.fit_seconds,
                    "fit_seconds": head.fit_seconds},
             optimizer=None, scheduler=None)
-        return head.fit
-
-    def _choose_plan(self, fit: HeadFit) -> FineTunePlan:
-        """The fine-tune plan for what the quick head measured; recorded in run.json (resume follows it)."""
-        plan = plan_fine_tune(self.config, len(self.model.stages), fit)
-        self.recorder.total_epochs = plan.epochs
-        rf.update_run_file(self.run_dir, plan=plan.to_dict())
         if plan.epochs:
             self.on_event(Info(f"plan: {plan.depth} fine-tune, {plan.epochs} epochs ({plan.reason})"))
         return plan

@@ -138,11 +138,14 @@ def test_cancel_mid_epoch_then_resume_continues_at_next_epoch(small_data: Path, 
     assert rf.read_run(tmp_path / "run").status == "cancelled"
     assert [m["epoch"] for m in rf.read_metrics(tmp_path / "run")] == [0, 1]
     assert load_checkpoint(tmp_path / "run" / rf.LAST_FILE)["epoch"] == 1
+    plan = rf.read_run(tmp_path / "run").raw["plan"]
 
     events: list = []
     resumed = train(None, tmp_path / "run", resume=True, on_event=events.append)
     assert resumed.status == "completed"
     assert [e.epoch for e in events if isinstance(e, EpochEnded)] == [2, 3]
+    assert all(e.epochs == 3 for e in events if isinstance(e, EpochEnded))
+    assert rf.read_run(tmp_path / "run").raw["plan"] == plan, "the resumed run follows the recorded plan"
     assert [m["epoch"] for m in rf.read_metrics(tmp_path / "run")] == [0, 1, 2, 3]
     assert rf.read_run(tmp_path / "run").status == "completed"
 
