@@ -134,7 +134,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
-    from engine.training.config import AUGMENT_PRESETS, DEVICES, STRATEGIES, TrainConfig
+    from engine.training.config import AUGMENT_PRESETS, BATCHNORM_MODES, DEVICES, STRATEGIES, TrainConfig
 
     d = TrainConfig()
     parser.add_argument("--backbone", default=d.backbone)
@@ -162,6 +162,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                         help="torch.compile the trained stages (pays off on GPUs and long runs; its first call "
                              "takes a minute or more)")
     parser.add_argument("--class-weighting", choices=("auto", "on", "off"), default=d.class_weighting)
+    parser.add_argument("--batchnorm", choices=BATCHNORM_MODES, default=d.batchnorm,
+                        help="BatchNorm statistics of the trained stages: keep ImageNet's (frozen, measured better on "
+                             "small data) or update them from the batches (train)")
 
 
 def _scan(args: argparse.Namespace) -> int:
@@ -231,6 +234,7 @@ def _train_config(args: argparse.Namespace):  # noqa: ANN202 - a TrainConfig (im
         augment_views=args.augment_views, early_stopping=args.early_stopping, seed=args.seed, device=args.device,
         weights_file=str(args.weights) if args.weights else None, optimizer=args.optimizer,
         unfreeze_stages=args.unfreeze_stages, class_weighting=args.class_weighting, compile=args.compile,
+        batchnorm=args.batchnorm,
     )
 
 

@@ -26,7 +26,7 @@ from desktop.settings import AppSettings
 from desktop.widgets.collapsible import CollapsibleSection
 from desktop.widgets.scientific_spin import ScientificSpinBox
 from engine.backbones.registry import get_backbone, list_backbones
-from engine.training.config import CLASS_WEIGHTING, DEVICES, OPTIMIZERS, STRATEGIES, TrainConfig
+from engine.training.config import BATCHNORM_MODES, CLASS_WEIGHTING, DEVICES, OPTIMIZERS, STRATEGIES, TrainConfig
 
 WEIGHTS_HELP = {"bundled": "shipped with the app", "cached": "already downloaded",
                 "download": "downloaded on first use (needs internet once)",
@@ -63,6 +63,8 @@ ADVANCED_OPTIONS = {
     "grad_clip": ("Gradient clipping", "Largest gradient norm (off: no clipping)"),
     "early_stopping": ("Early stopping", "Stop after this many epochs without validation improvement (0: never; "
                        "auto: 3 for a shallow fine-tune, 4 for a deep one)"),
+    "batchnorm": ("BatchNorm", "Statistics of the trained stages: frozen keeps ImageNet's (better on a few hundred "
+                  "photos), train updates them from each batch"),
     "compile": ("Compile", "torch.compile the trained stages: faster on GPUs for long runs; the first batches "
                 "wait a minute or more while it compiles"),
     "class_weighting": ("Class weighting", "Weight the loss by class frequency (auto: when imbalanced > 3x)"),
@@ -133,6 +135,7 @@ def _option_widget(name: str) -> QWidget:
         "dropout": lambda: _double(0.0, 0.95, 0.05),
         "grad_clip": lambda: _double(0.0, 100.0, 0.5, off="off"),
         "early_stopping": lambda: _spin(-1, 1000, off="auto"),
+        "batchnorm": lambda: _combo(BATCHNORM_MODES),
         "compile": _on_off,
         "class_weighting": lambda: _combo(CLASS_WEIGHTING),
         "val_split": lambda: _double(0.05, 0.85, 0.05),

@@ -12,6 +12,7 @@ OPTIMIZERS = ("adamw", "sgd")
 CLASS_WEIGHTING = ("auto", "on", "off")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AUGMENT_PRESETS = ("none", "light", "standard", "strong")  # built in engine.training.augment
+BATCHNORM_MODES = ("frozen", "train")  # see engine.training.recipe.FineTunePlan.train_batchnorm
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,9 @@ class TrainConfig:
     # cycled through the fine-tune epochs; 0 = chosen by the plan (2 for a shallow fine-tune, where the frozen
     # pass is most of the cost; a fresh one every epoch for a deep one, where it is a small part).
     augment_views: int = 0
+    # BatchNorm statistics of the trained stages: "frozen" keeps ImageNet's (measured better on a few hundred
+    # photos), "train" updates them from the batches at momentum 0.1.
+    batchnorm: str = "frozen"
     compile: bool = False  # torch.compile the trainable stages: its first call costs a minute or more on a CPU
     val_split: float = 0.2
     test_split: float = 0.0
@@ -56,6 +60,7 @@ class TrainConfig:
             (self.class_weighting in CLASS_WEIGHTING, f"class_weighting must be one of {', '.join(CLASS_WEIGHTING)}"),
             (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}"),
             (self.augment in AUGMENT_PRESETS, f"augment must be one of {', '.join(AUGMENT_PRESETS)}"),
+            (self.batchnorm in BATCHNORM_MODES, f"batchnorm must be one of {', '.join(BATCHNORM_MODES)}"),
             (0 <= self.epochs <= 1000, "epochs must be between 1 and 1000 (0: chosen from the quick head)"),
             (1 <= self.batch_size <= 4096, "batch size must be between 1 and 4096"),
             (0 <= self.augment_views <= 1000, "augment_views must be between 1 and 1000 (0: chosen by the plan)"),

@@ -41,9 +41,10 @@ def test_explicit_options_override_the_measured_choice() -> None:
     assert (plan.depth, plan.first_trainable, plan.epochs, plan.views, plan.patience) == ("deep", 4, 3, 1, 0)
 
 
-def test_full_trains_every_stage_and_its_batchnorm_and_feature_extract_nothing() -> None:
+def test_full_trains_every_stage_and_feature_extract_nothing() -> None:
     full = plan_fine_tune(TrainConfig(strategy="full"), STAGES, HeadFit(1.0, 1.0))
-    assert (full.first_trainable, full.train_batchnorm) == (0, True)
+    assert (full.first_trainable, full.train_batchnorm) == (0, False)
+    assert plan_fine_tune(TrainConfig(strategy="full", batchnorm="train"), STAGES, None).train_batchnorm
     head_only = plan_fine_tune(TrainConfig(strategy="feature-extract"), STAGES, HeadFit(0.5, 0.5))
     assert head_only.epochs == 0 and head_only.first_trainable == STAGES
 
