@@ -54,7 +54,7 @@ def main() -> None:
     if args.run:
         import torch
 
-        from engine.training.evaluate_run import load_trained_model
+        from engine.backbones.inference import load_trained_model
 
         model, _info = load_trained_model(args.run)
         tensor = torch.from_numpy(one)

@@ -122,5 +122,16 @@ def run_window(name: str, create_window: Callable[[], QMainWindow], *, smoke_sec
         window.show()
         return app.exec()
     finally:
-        window.stop_workers(EXIT_WAIT_MS)  # the loop can also end without the window closing (QApplication.quit)
+        _stop_workers_before_exit(window)
         restore()
+
+
+def _stop_workers_before_exit(window: QMainWindow) -> None:
+    """The loop can also end without the window closing (``QApplication.exit``, a smoke test). Destroying a running
+    QThread aborts the process, so a job that outlives EXIT_WAIT_MS (one that ignores cancel for a while, like an
+    ONNX export's graph capture) is waited for, with the window hidden."""
+    if not window.stop_workers(EXIT_WAIT_MS):
+        log.warning("a job is still running %d s after it was cancelled; waiting for it to end before exiting",
+                    EXIT_WAIT_MS // 1000)
+        window.hide()
+        window.stop_workers(None)

@@ -20,7 +20,9 @@ from engine.control import RunControl
 from engine.dataset.report import ScanReport
 from engine.evaluation.metrics import check_evaluation_document
 from engine.events import EventSink
+from engine.prediction_csv import write_predictions_csv
 from engine.training import run_folder as rf
+from engine.training.config import TrainConfig
 
 STRIP_IMAGES = 6
 
@@ -46,22 +48,24 @@ class TrainingOptions:
 
     device: str
     backbones: tuple[BackboneInfo, ...]
-    augment_presets: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class RunSnapshot:
     """A run folder as the pages show it."""
 
-    run_dir: Path
-    run: dict[str, Any]  # run.json
+    info: rf.RunInfo  # run.json
     metrics: list[dict[str, Any]]
     evaluation: dict[str, Any] | None
     model_path: Path | None  # model.onnx in the run folder, if exported
 
     @property
+    def run_dir(self) -> Path:
+        return self.info.path
+
+    @property
     def resumable(self) -> bool:
-        return self.run.get("status") in ("cancelled", "failed", "running") and (self.run_dir / rf.LAST_FILE).is_file()
+        return self.info.status in ("cancelled", "failed", "running") and (self.run_dir / rf.LAST_FILE).is_file()
 
 
 def scan(folder: Path, *, val_split: float, test_split: float, seed: int) -> Job:
@@ -91,38 +95,33 @@ def sample_data(out_dir: Path) -> Job:
 def training_options() -> Job:
     def run(_on_event: EventSink, _control: RunControl) -> TrainingOptions:
         from engine.backbones.registry import list_backbones
-        from engine.training.config import AUGMENT_PRESETS
         from engine.training.device import resolve_device
 
         backbones = tuple(BackboneInfo(s.name, s.family, s.parameters(), s.file_size_mb(), s.weights_state())
                           for s in list_backbones())
-        return TrainingOptions(resolve_device("auto").description, backbones, tuple(AUGMENT_PRESETS))
+        return TrainingOptions(resolve_device("auto").description, backbones)
 
     return Job("Detecting the compute device", run)
 
 
-def train(data_dir: Path | None, run_dir: Path, options: dict[str, Any] | None, *, resume: bool = False) -> Job:
-    """``options`` are TrainConfig fields, validated on the worker (TrainConfig imports torch to check them)."""
+def train(data_dir: Path | None, run_dir: Path, config: TrainConfig | None, *, resume: bool = False) -> Job:
+    """``config`` None: the run folder's own (a resumed run)."""
 
     def run(on_event: EventSink, control: RunControl) -> Any:
-        from engine.training.config import TrainConfig
         from engine.training.trainer import train as train_run
 
-        config = TrainConfig(**options) if options is not None else None
         return train_run(data_dir, run_dir, config, resume=resume, on_event=on_event, control=control)
 
     return Job(f"{'Resuming' if resume else 'Training'} {run_dir.name}", run)
 
 
-def find_learning_rate(data_dir: Path, options: dict[str, Any], *, steps: int | None = None) -> Job:
-    """``options`` are TrainConfig fields, as for ``train``; ``steps`` None: the engine's default sweep length."""
+def find_learning_rate(data_dir: Path, config: TrainConfig, *, steps: int | None = None) -> Job:
+    """``steps`` None: the engine's default sweep length."""
 
     def run(on_event: EventSink, control: RunControl) -> Any:
         from engine.training import lr_find
-        from engine.training.config import TrainConfig
 
-        return lr_find.find_learning_rate(data_dir, TrainConfig(**options),
-                                          steps=lr_find.STEPS if steps is None else steps,
+        return lr_find.find_learning_rate(data_dir, config, steps=lr_find.STEPS if steps is None else steps,
                                           on_event=on_event, control=control)
 
     return Job(f"Finding a learning rate for {data_dir.name}", run)
@@ -141,7 +140,7 @@ def read_run(run_dir: Path) -> Job:
                 raise rf.RunFolderError(f"{evaluation_file}: damaged or edited, refused ({exc}); rewrite it with "
                                         f"'transfer-studio evaluate {run_dir}'") from exc
         model = run_dir / rf.MODEL_FILE
-        return RunSnapshot(run_dir, info.raw, rf.read_metrics(run_dir), evaluation, model if model.is_file() else None)
+        return RunSnapshot(info, rf.read_metrics(run_dir), evaluation, model if model.is_file() else None)
 
     return Job(f"Opening run {run_dir.name}", run)
 
@@ -175,6 +174,16 @@ def predict(predictor: Any, inputs: Sequence[Path]) -> Job:
         return [*predictions, *errors]
 
     return Job(f"Classifying {len(inputs)} item(s)", run)
+
+
+def save_predictions(predictions: Sequence[Any], path: Path) -> Job:
+    """The engine's prediction CSV (atomic), with columns for as many top labels as the results have."""
+
+    def run(_on_event: EventSink, _control: RunControl) -> Path:
+        write_predictions_csv(predictions, path, top_k=max((len(p.top_k) for p in predictions), default=1))
+        return path
+
+    return Job(f"Saving {len(predictions)} result(s) to {path.name}", run)
 
 
 def thumbnails(paths: Sequence[str]) -> Job:

@@ -56,14 +56,15 @@ class MainWindow(WorkerWindow):
         self.setObjectName("mainWindow")
         self.setWindowTitle("Transfer Studio")
         self.settings = settings or AppSettings()
-        self.runners = {name: JobRunner(name, self) for name in ("data", "training", "evaluate", "predict")}
+        self.runners = {name: JobRunner(name, self) for name in ("data", "training", "evaluate", "predict",
+                                                                  "evaluateThumbnails", "predictFiles")}
         self.device = ""
         self._options_job: Job | None = None
 
         self.train_page = TrainPage(self.runners["training"], self.settings)
         self.data_page = DataPage(self.runners["data"], self.settings, self.train_page.options_form.split_options)
-        self.evaluate_page = EvaluatePage(self.runners["evaluate"], self.settings)
-        self.predict_page = PredictPage(self.runners["predict"], self.settings)
+        self.evaluate_page = EvaluatePage(self.runners["evaluate"], self.runners["evaluateThumbnails"], self.settings)
+        self.predict_page = PredictPage(self.runners["predict"], self.runners["predictFiles"], self.settings)
         self.tabs = QTabWidget(objectName="mainTabs")
         self.tabs.setDocumentMode(True)
         for page, title in ((self.data_page, "Data"), (self.train_page, "Train"),
@@ -105,7 +106,7 @@ class MainWindow(WorkerWindow):
         self._action(file_menu, "&Export model as…", self.on_export_as, "Ctrl+Shift+E")
         self._action(file_menu, "&Save results…", self.predict_page.on_save_clicked, QKeySequence.StandardKey.Save)
         file_menu.addSeparator()
-        self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self._action(file_menu, "&Quit", self.close, "Ctrl+Q")  # StandardKey.Quit is empty on Windows and bare X11
         view_menu = self.menuBar().addMenu("&View")
         for index in range(self.tabs.count()):
             self._action(view_menu, self.tabs.tabText(index), lambda _=False, i=index: self.tabs.setCurrentIndex(i),

@@ -24,7 +24,7 @@ APP_NAME = "Transfer Studio Predictor"
 
 
 class PredictorWindow(WorkerWindow):
-    """The Predict page with its own JobRunner; photos, folders and .onnx files can be dropped anywhere on it."""
+    """The Predict page with its JobRunners; photos, folders and .onnx files can be dropped anywhere on it."""
 
     def __init__(self, settings: AppSettings | None = None) -> None:
         super().__init__()
@@ -32,9 +32,11 @@ class PredictorWindow(WorkerWindow):
         self.setWindowTitle(APP_NAME)
         self.settings = settings or AppSettings()
         self.runner = JobRunner("predict", self)
-        self.page = PredictPage(self.runner, self.settings)
+        self.file_runner = JobRunner("predictFiles", self)
+        self.page = PredictPage(self.runner, self.file_runner, self.settings)
         self.page.model_loaded.connect(self.on_model_loaded)
-        self.runner.failed.connect(self.on_job_failed)
+        for runner in self.runner_list():
+            runner.failed.connect(self.on_job_failed)
         self.notice = NoticeBar()
         central = QWidget()
         layout = QVBoxLayout(central)
@@ -51,7 +53,7 @@ class PredictorWindow(WorkerWindow):
         self.page.on_paths_dropped(list(dropped))
 
     def runner_list(self) -> list[JobRunner]:
-        return [self.runner]
+        return [self.runner, self.file_runner]
 
     def show_stopping(self, message: str) -> None:
         self.page.status.setText(message)

@@ -50,13 +50,15 @@ class WorkerWindow(QMainWindow):
         """Non-blocking: the notice bar above the pages, with the traceback behind "Details"."""
         self.notice.show_message(f"{message}\n(Logged to {paths.log_file()})" if details else message, details)
 
-    def stop_workers(self, timeout_ms: int) -> bool:
-        """Cancel every job and end the worker threads; True when all have ended within ``timeout_ms``."""
-        deadline = QDeadlineTimer(timeout_ms)
+    def stop_workers(self, timeout_ms: int | None) -> bool:
+        """Cancel every job and end the worker threads; True when all have ended within ``timeout_ms`` (None: wait
+        as long as they take)."""
+        deadline = QDeadlineTimer(timeout_ms if timeout_ms is not None else QDeadlineTimer.ForeverConstant.Forever)
         runners = self.runner_list()
         for runner in runners:
             runner.stop()
-        return all([runner.wait(max(0, deadline.remainingTime())) for runner in runners])
+        return all([runner.wait(None if deadline.isForever() else max(0, deadline.remainingTime()))
+                    for runner in runners])
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if dropped_paths(event.mimeData()):

@@ -11,6 +11,7 @@ import logging
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
@@ -45,22 +46,23 @@ class Job:
 
 
 class JobSignals(QObject):
-    """The fixed set of signals of a job. Payloads are the engine's frozen event dataclasses (builtin values only),
-    so they are safe to queue across threads. ``finished`` is always a job's last signal, after exactly one of
-    ``returned``, ``failed`` or ``aborted``.
+    """The fixed set of signals of a job. Every signal carries its Job first, so a page acts only on the jobs it
+    submitted (a late event of a superseded job is ignored) without guessing which job is running. Payloads are
+    the engine's frozen event dataclasses (builtin values only), so they are safe to queue across threads.
+    ``finished`` is always a job's last signal, after exactly one of ``returned``, ``failed`` or ``aborted``.
     """
 
     started = Signal(object)  # Job
-    progress = Signal(object)  # engine.events.Progress
-    info = Signal(str)
-    warning = Signal(str)
-    run_started = Signal(object)  # RunStarted
-    epoch_started = Signal(object)  # EpochStarted
-    batch_progress = Signal(object)  # BatchProgress
-    epoch_ended = Signal(object)  # EpochEnded
-    checkpoint_saved = Signal(object)  # CheckpointSaved
-    run_finished = Signal(object)  # RunFinished
-    batch_predicted = Signal(object)  # BatchPredicted: part of a prediction job's result, before it returns
+    progress = Signal(object, object)  # Job, engine.events.Progress
+    info = Signal(object, str)  # Job, message
+    warning = Signal(object, str)  # Job, message
+    run_started = Signal(object, object)  # Job, RunStarted
+    epoch_started = Signal(object, object)  # Job, EpochStarted
+    batch_progress = Signal(object, object)  # Job, BatchProgress
+    epoch_ended = Signal(object, object)  # Job, EpochEnded
+    checkpoint_saved = Signal(object, object)  # Job, CheckpointSaved
+    run_finished = Signal(object, object)  # Job, RunFinished
+    batch_predicted = Signal(object, object)  # Job, BatchPredicted: part of a prediction's result, before it returns
     returned = Signal(object, object)  # Job, result
     failed = Signal(object, str, str)  # Job, message, traceback
     aborted = Signal(object)  # Job (cancelled)
@@ -85,7 +87,7 @@ class EngineWorker(JobSignals):
         self.started.emit(job)
         try:
             job.control.check()  # a job cancelled while it waited in the queue never starts
-            result = job.function(self.on_event, job.control)
+            result = job.function(partial(self.on_event, job), job.control)
         except Cancelled:
             self.aborted.emit(job)
         except Exception as exc:  # every failure is reported as data; the thread lives on
@@ -100,14 +102,15 @@ class EngineWorker(JobSignals):
         finally:
             self.finished.emit(job)
 
-    def on_event(self, event: object) -> None:
-        """The engine's event sink: called on the worker thread, re-emitted as the matching typed signal.
+    def on_event(self, job: Job, event: object) -> None:
+        """The engine's event sink (bound to ``job``): called on the worker thread, re-emitted as the matching
+        typed signal.
 
         RunFailed has no signal: the exception that follows it becomes ``failed``.
         """
         name = _SIGNAL_FOR_EVENT.get(type(event))
         if name is not None:
-            getattr(self, name).emit(event.message if isinstance(event, (Info, Warning_)) else event)
+            getattr(self, name).emit(job, event.message if isinstance(event, (Info, Warning_)) else event)
 
 
 class JobRunner(JobSignals):
@@ -127,6 +130,7 @@ class JobRunner(JobSignals):
         self.qthread = QThread(self)
         self.qthread.setObjectName(f"{name}Thread")
         self.worker.moveToThread(self.qthread)
+        self.qthread.finished.connect(self.worker.deleteLater)  # the thread ends only after stop: no job follows
         self._submit.connect(self.worker.on_job)
         for name in RELAYED_SIGNALS:
             getattr(self.worker, name).connect(getattr(self, name))
@@ -188,9 +192,9 @@ class JobRunner(JobSignals):
         self.cancel()
         self.qthread.quit()
 
-    def wait(self, timeout_ms: int) -> bool:
-        """True when the thread has ended (or never started) within ``timeout_ms``."""
-        return self.qthread.wait(timeout_ms)
+    def wait(self, timeout_ms: int | None = None) -> bool:
+        """True when the thread has ended (or never started) within ``timeout_ms``; None waits until it ends."""
+        return self.qthread.wait() if timeout_ms is None else self.qthread.wait(timeout_ms)
 
     @Slot(object)
     def on_worker_finished(self, job: Job) -> None:

@@ -32,7 +32,9 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     tmp_name = None
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMPORARY_SUFFIX, dir=path.parent)
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a saved model or run should be shareable as usual
+        # mkstemp makes 0600; a saved model or run should be shareable as usual. chmod on the path, not
+        # os.fchmod: Windows has that only from Python 3.13 (and there chmod only sets the read-only flag).
+        os.chmod(tmp_name, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()

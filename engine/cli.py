@@ -1,6 +1,8 @@
 """The headless commands of ``transfer-studio`` (``desktop.launcher`` opens the app when there are none).
 
-Exit codes: 0 success, 2 bad input (one line naming the path and the fix), 130 interrupted (run saved).
+Exit codes: 0 success, 1 export failed its checks, 2 bad input (one line naming the path and the fix), 130
+interrupted (run saved). Only the engine's bad-input errors become exit 2: anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -12,13 +14,53 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from engine.errors import BadInputError
+from engine.prediction_csv import predictions_csv
+
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
-EXIT_EXPORT_FAILED = 1  # the exported model failed onnx.checker or the parity check; nothing was written
+# The exported model failed onnx.checker or the parity check (nothing written), or only its int8 step failed
+# (the float model written; the message says so).
+EXIT_EXPORT_FAILED = 1
 PREDICT_HELP = "classify images with an exported model (no PyTorch needed)"
+_DATA_HELP = "dataset folder: one sub-folder of images per class, or train/, val/ and test/ folders of them"
+DESCRIPTION = """\
+Transfer Studio turns a folder of photos (one sub-folder per class) into an image classifier: it fine-tunes a
+pretrained network, evaluates it on photos it did not train on, exports it to ONNX and classifies new photos
+offline.
+
+Run transfer-studio with no arguments to open the app's window; give a command to work in the terminal.
+Each command explains its options: transfer-studio COMMAND --help."""
+EXAMPLES = """\
+examples:
+  transfer-studio sample-data ~/ts-sample                  write a generated, photo-like 4-class dataset
+  transfer-studio scan ~/ts-sample                         classes, splits, skipped files and why
+  transfer-studio backbones                                what can be trained, and where the weights are
+  transfer-studio train ~/ts-sample --out ~/ts-run         train a classifier (Ctrl-C stops it, resumable)
+  transfer-studio lr-find ~/ts-sample                      suggest a learning rate
+  transfer-studio evaluate ~/ts-run                        metrics table and confusion matrix
+  transfer-studio export ~/ts-run --quantize int8          model.onnx (and model.int8.onnx), checked
+  transfer-studio predict ~/ts-run/model.onnx ~/photos     classify photos (PyTorch not needed)
+  transfer-studio demo                                     all of the above on generated data
+
+exit codes: 0 success, 1 export failed its checks, 2 bad input (one line naming the path and the fix),
+130 stopped with Ctrl-C (a stopped training is saved: continue it with transfer-studio train --out RUN --resume)"""
+# torch.compile needs triton (GPU) or a C++ compiler and inductor's headers (CPU); the full bundle has neither.
+COMPILE_IN_BUNDLE = ("--compile is not available in the bundled app: torch.compile needs triton (on a GPU) or a C++ "
+                     "compiler (on a CPU), which the bundle does not include; install Transfer Studio with pip to "
+                     "use it")
 
 
-class UsageError(Exception):
+class UsageError(BadInputError):
     """Bad input detected by the CLI itself."""
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default after its help, except where there is nothing to show (None, or a flag's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def predict_main(argv: Sequence[str], prog: str = "transfer-studio predict") -> int:
     """The ``predict`` command on its own parser: never imports torch (the light predictor app's CLI)."""
-    parser = argparse.ArgumentParser(prog=prog, description=PREDICT_HELP)
+    parser = argparse.ArgumentParser(prog=prog, description=PREDICT_HELP, formatter_class=_HelpFormatter)
     add_predict_arguments(parser)
     return run_command(parser.parse_args(list(argv)))
 
@@ -47,124 +89,168 @@ def run_command(args: argparse.Namespace) -> int:
         raise
 
 
-_BAD_INPUT_ERRORS = (("engine.backbones.weights", "WeightsUnavailableError"), ("engine.images", "ImageLoadError"),
-                     ("engine.training.checkpoints", "CheckpointError"), ("engine.atomic", "DiskFullError"))
+# The engine's bad-input errors that do not derive from engine.errors.BadInputError (yet).
+_BAD_INPUT_ERRORS = (
+    ("engine.atomic", "DiskFullError"),
+    ("engine.backbones.registry", "UnknownBackboneError"),
+    ("engine.backbones.weights", "WeightsUnavailableError"),
+    ("engine.backbones.weights", "WeightsMismatchError"),
+    ("engine.dataset.validate", "DatasetError"),
+    ("engine.images", "ImageLoadError"),
+    ("engine.onnx_metadata", "MetadataError"),
+    ("engine.predict", "ModelLoadError"),
+    ("engine.training.checkpoints", "CheckpointError"),
+    ("engine.training.run_folder", "RunFolderError"),
+    ("engine.training.trainer", "RunExistsError"),
+)
 
 
 def _is_bad_input(exc: Exception) -> bool:
+    """Only the engine's own bad-input errors: a ValueError from inside torch or NumPy is a bug, not bad input."""
     # An engine error can only come from a module that was loaded; looking them up in sys.modules instead of
     # importing them keeps this torch-free (the light predictor app has no torch at all).
     engine_errors = tuple(getattr(sys.modules[module], name) for module, name in _BAD_INPUT_ERRORS
                           if module in sys.modules)
-    bad_input = (ValueError, UsageError, FileNotFoundError, FileExistsError, NotADirectoryError, *engine_errors)
-    return isinstance(exc, bad_input)
+    return isinstance(exc, (BadInputError, *engine_errors))
 
 
 def _parser() -> argparse.ArgumentParser:
     from engine import __version__
 
-    parser = argparse.ArgumentParser(prog="transfer-studio", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="transfer-studio", description=DESCRIPTION, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"transfer-studio {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
 
-    scan = commands.add_parser("scan", help="scan and validate a dataset folder")
-    scan.add_argument("data", type=Path)
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=summary, formatter_class=_HelpFormatter)
+
+    scan = command("scan", "scan and validate a dataset folder: classes, splits, skipped files and why")
+    scan.add_argument("data", type=Path, help=_DATA_HELP)
     scan.add_argument("--json", action="store_true", help="print the scan report as JSON")
-    scan.add_argument("--val-split", type=float, default=0.2)
-    scan.add_argument("--test-split", type=float, default=0.0)
-    scan.add_argument("--seed", type=int, default=0)
+    _add_split_options(scan, val_split=0.2, test_split=0.0)
+    scan.add_argument("--seed", type=int, default=0, help="seed of the split")
     scan.set_defaults(handler=_scan)
 
-    sample = commands.add_parser("sample-data", help="write the built-in generated sample dataset")
-    sample.add_argument("out", type=Path)
-    sample.add_argument("--classes", type=int, default=4)
-    sample.add_argument("--per-class", type=int, default=40)
-    sample.add_argument("--seed", type=int, default=0)
+    sample = command("sample-data", "write the built-in generated sample dataset (photo-like shapes)")
+    sample.add_argument("out", type=Path, help="folder to write it into (one sub-folder per class)")
+    sample.add_argument("--classes", type=int, default=4, help="number of classes")
+    sample.add_argument("--per-class", type=int, default=40, help="images per class")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the generated images")
     sample.set_defaults(handler=_sample_data)
 
-    backbones = commands.add_parser("backbones", help="list the available pretrained backbones")
+    backbones = command("backbones", "list the pretrained backbones: size, input and where their weights are")
     backbones.set_defaults(handler=_backbones)
 
-    train = commands.add_parser("train", help="train a classifier on a dataset folder")
-    train.add_argument("data", type=Path, nargs="?", help="dataset folder (optional with --resume)")
-    train.add_argument("--out", type=Path, required=True, help="run folder to create (or resume)")
+    train = command("train", "train a classifier on a dataset folder (Ctrl-C stops it; --resume continues)")
+    train.add_argument("data", type=Path, nargs="?", help=f"{_DATA_HELP}; not needed with --resume")
+    train.add_argument("--out", type=Path, required=True, help="run folder to create (or to continue with --resume)")
     _add_train_options(train)
     train.add_argument("--resume", action="store_true", help="continue the stopped run in --out")
     train.set_defaults(handler=_train)
 
-    lr_find = commands.add_parser("lr-find", help="sweep learning rates on a dataset and suggest one")
-    lr_find.add_argument("data", type=Path, help="dataset folder")
-    lr_find.add_argument("--out", type=Path, default=Path("."),
-                         help="folder for lr_find.json and lr_find.png (default: the current folder)")
+    lr_find = command("lr-find", "sweep learning rates on a dataset and suggest one")
+    lr_find.add_argument("data", type=Path, help=_DATA_HELP)
+    lr_find.add_argument("--out", type=Path, default=Path("."), help="folder for lr_find.json and lr_find.png")
     lr_find.add_argument("--steps", type=int, default=200, help="learning rates tried, one training step each")
     _add_train_options(lr_find)
     lr_find.set_defaults(handler=_lr_find)
 
-    evaluate = commands.add_parser("evaluate", help="re-evaluate a trained run")
-    evaluate.add_argument("run", type=Path)
-    evaluate.add_argument("--data", type=Path, help="another folder with the same classes")
+    evaluate = command("evaluate", "re-evaluate a trained run: metrics table, confusion matrix and verdict")
+    evaluate.add_argument("run", type=Path, help="run folder written by train")
+    evaluate.add_argument("--data", type=Path, help="evaluate on every image of another folder with the same "
+                                                    "classes instead (evaluation.json is left as it is)")
     evaluate.set_defaults(handler=_evaluate)
 
-    export = commands.add_parser("export", help="export a trained run to ONNX, checked against PyTorch")
-    export.add_argument("run", type=Path)
-    export.add_argument("--out", type=Path, default=None, help="the .onnx file to write (default RUN/model.onnx)")
-    export.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    export = command("export", "export a trained run to ONNX, checked against PyTorch")
+    export.add_argument("run", type=Path, help="run folder written by train")
+    export.add_argument("--out", type=Path, default=None, help="the .onnx file to write (default: RUN/model.onnx)")
+    export.add_argument("--opset", type=int, default=None, help="ONNX opset, 18 or later (default: 18)")
+    # engine.export.QUANTIZE_CHOICES (a test keeps them equal): importing it here would load torch for any --help
     export.add_argument("--quantize", choices=("int8",), default=None,
                         help="also write a smaller int8 model (<out>.int8.onnx) with its own parity figures")
     export.set_defaults(handler=_export)
 
-    add_predict_arguments(commands.add_parser("predict", help=PREDICT_HELP))
+    add_predict_arguments(command("predict", PREDICT_HELP))
 
-    demo = commands.add_parser("demo", help="generate sample data, train, evaluate, export, predict")
-    demo.add_argument("--out", type=Path, default=None, help="folder for the data and the run")
+    demo = command("demo", "generate sample data, train, evaluate, export and predict, in one go")
+    demo.add_argument("--out", type=Path, default=None,
+                      help="folder for the data and the run (default: a new temporary folder)")
     demo.set_defaults(handler=_demo)
     return parser
 
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     """The predict command's arguments and handler (torch-free: shared by this CLI and the predictor app's)."""
+    from engine.predict import DEVICES
+
     parser.add_argument("model", type=Path, help="an .onnx file written by 'transfer-studio export'")
     parser.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
-    parser.add_argument("--top-k", type=int, default=3)
-    parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    parser.add_argument("--top-k", type=int, default=3, help="most likely labels shown per image")
+    parser.add_argument("--format", choices=tuple(_PREDICTION_FORMATS), default="table",
+                        help="table for reading, csv or json for other programs")
     parser.add_argument("--output", type=Path, default=None, help="write the results here instead of stdout")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per inference batch")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="auto: CUDA when onnxruntime can use it, else the CPU")
     parser.set_defaults(handler=_predict)
 
 
-def _add_train_options(parser: argparse.ArgumentParser) -> None:
-    from engine.training.config import AUGMENT_PRESETS, BATCHNORM_MODES, DEVICES, STRATEGIES, TrainConfig
+def _add_split_options(parser: argparse.ArgumentParser, *, val_split: float, test_split: float) -> None:
+    parser.add_argument("--val-split", type=float, default=val_split,
+                        help="fraction of each class held out for validation (unless the data has a val/ folder)")
+    parser.add_argument("--test-split", type=float, default=test_split,
+                        help="fraction of each class held out for a final test (unless the data has a test/ folder)")
 
-    d = TrainConfig()
-    parser.add_argument("--backbone", default=d.backbone)
-    parser.add_argument("--strategy", choices=STRATEGIES, default=d.strategy)
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    from engine.dataset.report import IMBALANCE_WARNING_RATIO
+    from engine.training import config
+
+    d = config.TrainConfig()
+    parser.add_argument("--backbone", default=d.backbone,
+                        help="pretrained network to start from (list them with: transfer-studio backbones)")
+    parser.add_argument("--strategy", choices=config.STRATEGIES, default=d.strategy,
+                        help="feature-extract: train only the head; fine-tune: the head, then the top stages; "
+                             "full: every stage")
     parser.add_argument("--epochs", type=int, default=d.epochs,
-                        help="epochs after the quick head (default: chosen from how well the quick head fits)")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--lr", type=float, default=d.lr)
-    parser.add_argument("--val-split", type=float, default=d.val_split)
-    parser.add_argument("--test-split", type=float, default=d.test_split)
-    parser.add_argument("--augment", choices=AUGMENT_PRESETS, default=d.augment)
+                        help="epochs after the quick head; 0: chosen from how well the quick head fits")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="images per training step")
+    parser.add_argument("--lr", type=float, default=d.lr,
+                        help="learning rate of the head (the unfrozen stages use a tenth of it)")
+    _add_split_options(parser, val_split=d.val_split, test_split=d.test_split)
+    parser.add_argument("--augment", choices=config.AUGMENT_PRESETS, default=d.augment,
+                        help="how strongly the training photos are varied (crops, flips, colour)")
     parser.add_argument("--augment-views", type=int, default=d.augment_views,
-                        help="augmented views per photo computed once and cycled through the fine-tune epochs "
-                             "(default: chosen by the plan)")
+                        help="augmented views per photo computed once and cycled through the fine-tune epochs; "
+                             "0: chosen by the plan")
     parser.add_argument("--early-stopping", type=int, default=d.early_stopping,
-                        help="patience in epochs; 0 = off (default: chosen by the plan)")
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--device", choices=DEVICES, default=d.device)
-    parser.add_argument("--weights", type=Path, default=None, help="local backbone weights (.pth/.safetensors)")
-    parser.add_argument("--optimizer", choices=("adamw", "sgd"), default=d.optimizer)
+                        help="stop after this many epochs without validation improvement; 0: never, -1: chosen "
+                             "by the plan")
+    parser.add_argument("--seed", type=int, default=d.seed, help="seed of the split, the head and the augmentation")
+    parser.add_argument("--device", choices=config.DEVICES, default=d.device, help="auto: CUDA, else MPS, else CPU")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="local backbone weights (.pth/.safetensors) instead of the bundled or downloaded ones")
+    parser.add_argument("--optimizer", choices=config.OPTIMIZERS, default=d.optimizer,
+                        help="optimizer of the fine-tune (sgd: with momentum 0.9)")
     parser.add_argument("--unfreeze-stages", type=int, default=d.unfreeze_stages,
-                        help="fine-tune: top stages to train (default: 2 when the quick head fits the data, the top "
-                             "two thirds when it does not)")
+                        help="fine-tune: top stages to train; 0: 2 when the quick head fits the data, the top two "
+                             "thirds when it does not")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the trained stages (pays off on GPUs and long runs; its first call "
-                             "takes a minute or more)")
-    parser.add_argument("--class-weighting", choices=("auto", "on", "off"), default=d.class_weighting)
-    parser.add_argument("--batchnorm", choices=BATCHNORM_MODES, default=d.batchnorm,
-                        help="BatchNorm statistics of the trained stages: keep ImageNet's (frozen, measured better on "
-                             "small data) or update them from the batches (train)")
+                        help=argparse.SUPPRESS if _frozen() else
+                        "torch.compile the trained stages (pays off on GPUs and long runs; its first call takes "
+                        "a minute or more)")
+    parser.add_argument("--class-weighting", choices=config.CLASS_WEIGHTING, default=d.class_weighting,
+                        help="weight the loss by inverse class frequency; auto: when the largest class has more "
+                             f"than {IMBALANCE_WARNING_RATIO:g}x the images of the smallest")
+    parser.add_argument("--batchnorm", choices=config.BATCHNORM_MODES, default=d.batchnorm,
+                        help="BatchNorm statistics of the trained stages: keep ImageNet's (frozen, measured better "
+                             "on small data) or update them from the batches (train)")
+
+
+def _frozen() -> bool:
+    """True in a PyInstaller bundle."""
+    return bool(getattr(sys, "frozen", False))
 
 
 def _scan(args: argparse.Namespace) -> int:
@@ -226,16 +312,22 @@ def _with_cancel_on_sigint(run: Callable) -> object:
 
 
 def _train_config(args: argparse.Namespace):  # noqa: ANN202 - a TrainConfig (imported lazily: torch-free parser)
+    """The options as a TrainConfig; its validation messages (all about these options) are bad input."""
     from engine.training.config import TrainConfig
 
-    return TrainConfig(
-        backbone=args.backbone, strategy=args.strategy, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, val_split=args.val_split, test_split=args.test_split, augment=args.augment,
-        augment_views=args.augment_views, early_stopping=args.early_stopping, seed=args.seed, device=args.device,
-        weights_file=str(args.weights) if args.weights else None, optimizer=args.optimizer,
-        unfreeze_stages=args.unfreeze_stages, class_weighting=args.class_weighting, compile=args.compile,
-        batchnorm=args.batchnorm,
-    )
+    if args.compile and _frozen():
+        raise UsageError(COMPILE_IN_BUNDLE)
+    try:
+        return TrainConfig(
+            backbone=args.backbone, strategy=args.strategy, epochs=args.epochs, batch_size=args.batch_size,
+            lr=args.lr, val_split=args.val_split, test_split=args.test_split, augment=args.augment,
+            augment_views=args.augment_views, early_stopping=args.early_stopping, seed=args.seed, device=args.device,
+            weights_file=str(args.weights) if args.weights else None, optimizer=args.optimizer,
+            unfreeze_stages=args.unfreeze_stages, class_weighting=args.class_weighting, compile=args.compile,
+            batchnorm=args.batchnorm,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -282,7 +374,7 @@ def _print_evaluation(document: dict | None) -> None:
 
     if not document:
         return
-    for split in ("validation", "test", "data"):
+    for split in ("validation", "test"):
         if split in document:
             print(f"\n== {split} ==")
             print(format_metrics_table(document[split], document["labels"]))
@@ -301,11 +393,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from engine.console import ConsoleProgress
     from engine.control import Cancelled
-    from engine.export import ExportError, export_onnx
+    from engine.export import ExportError, QuantizationError, export_onnx
 
     try:
         result = _with_cancel_on_sigint(lambda control: export_onnx(
             args.run, args.out, opset=args.opset, quantize=args.quantize, on_event=ConsoleProgress(), control=control))
+    except QuantizationError as exc:
+        _print_export(exc.float_export)
+        print(f"int8 export failed: {exc}", file=sys.stderr)
+        return EXIT_EXPORT_FAILED
     except ExportError as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return EXIT_EXPORT_FAILED
@@ -352,7 +448,7 @@ def _predict(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     rows = predictions + missing
     top_k = min(args.top_k, len(predictor.info.labels))
-    text = {"table": _prediction_table, "csv": _prediction_csv, "json": _prediction_json}[args.format](rows, top_k)
+    text = _PREDICTION_FORMATS[args.format](rows, top_k)
     if args.output:
         write_bytes_atomic(args.output, text.encode("utf-8"))
     else:
@@ -378,24 +474,12 @@ def _prediction_table(predictions: list, top_k: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _prediction_csv(predictions: list, top_k: int) -> str:
-    """One row per image: path, label, confidence, top2_label, top2_probability, ..., error."""
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "label", "confidence",
-                     *(f"top{k}_{field}" for k in range(2, top_k + 1) for field in ("label", "probability")), "error"])
-    for p in predictions:
-        ranked = [cell for label, prob in p.top_k[:top_k] for cell in (label, f"{prob:.6f}")]
-        ranked += [""] * (2 * top_k - len(ranked))
-        writer.writerow([p.path, *ranked, p.error or ""])
-    return buffer.getvalue()
-
-
 def _prediction_json(predictions: list, _top_k: int) -> str:
     return json.dumps([p.to_dict() for p in predictions], indent=2, ensure_ascii=False) + "\n"
+
+
+_PREDICTION_FORMATS: dict[str, Callable[[list, int], str]] = {
+    "table": _prediction_table, "csv": predictions_csv, "json": _prediction_json}
 
 
 def _demo(args: argparse.Namespace) -> int:

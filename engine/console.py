@@ -7,16 +7,9 @@ import time
 from typing import TextIO
 
 from engine.events import BatchProgress, EpochEnded, Info, Progress, RunFinished, RunStarted, Warning_
+from engine.time_format import format_duration
 
 _REDRAW_INTERVAL = 0.2
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds:
-        return "--:--"
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
-        f"{seconds // 60:02d}:{seconds % 60:02d}"
 
 
 class ConsoleProgress:

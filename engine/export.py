@@ -5,6 +5,9 @@ returns ``logits`` and ``probabilities`` (the softmax is part of the graph). The
 appended to ``metadata_props`` (see ``engine.onnx_metadata``). Nothing is written unless ``onnx.checker``
 passes and onnxruntime agrees with PyTorch on the run's validation images (top-1 identical, logits within
 ``PARITY_TOLERANCE``); the figures go to ``export_parity.json`` in the run folder either way.
+
+With ``quantize="int8"`` the float model is written first and kept when the int8 step then fails: it passed its
+own checks, so it is a good model, and ``QuantizationError`` says that it was written (and carries its result).
 """
 
 from __future__ import annotations
@@ -14,8 +17,7 @@ import json
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +27,16 @@ import torch
 
 from engine import __version__
 from engine.atomic import write_bytes_atomic, write_json_atomic
-from engine.control import RunControl
+from engine.backbones.inference import load_trained_model
+from engine.control import Cancelled, RunControl
+from engine.errors import BadInputError
 from engine.evaluation.metrics import check_evaluation_document
 from engine.events import EventSink, Progress, ignore_event
 from engine.images import ImageLoadError, preprocess_for_model
 from engine.onnx_metadata import METADATA_KEY, metadata_document
 from engine.preprocessing import Preprocessing
+from engine.time_format import utc_now_iso
 from engine.training import run_folder as rf
-from engine.training.evaluate_run import load_trained_model
 
 MODEL_FILE = rf.MODEL_FILE
 PARITY_FILE = "export_parity.json"
@@ -51,7 +55,7 @@ _PHASE = "exporting"
 
 
 class ExportError(RuntimeError):
-    """The export could not produce a model we trust; no new .onnx file was written."""
+    """The export could not produce a model we trust; no new .onnx file was written (see QuantizationError)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,15 @@ class ExportResult:
     quantized_path: str | None
     quantized_parity: dict[str, Any] | None
     seconds: float
+
+
+class QuantizationError(ExportError):
+    """The float model was written (it passed its checks) but the int8 model was not; ``float_export`` is the
+    float model's result, so a caller can still offer it."""
+
+    def __init__(self, message: str, float_export: ExportResult) -> None:
+        super().__init__(message)
+        self.float_export = float_export
 
 
 class _WithProbabilities(torch.nn.Module):
@@ -83,16 +96,17 @@ def export_onnx(run_dir: Path | str, out: Path | str | None = None, *, opset: in
 
     ``quantize="int8"`` also writes ``<out stem>.int8.onnx`` (static QDQ, calibrated on training images) with
     its own parity figures; its agreement may be below 100%, which is reported, not refused.
-    Raises ExportError when the checker or the parity check fails, leaving any earlier file intact.
+    Raises ExportError when the checker or the parity check fails, leaving any earlier file intact, and
+    QuantizationError when the int8 step fails after the float model was written (that model is kept).
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
     control = control or RunControl()
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if opset < MIN_OPSET or opset > onnx.defs.onnx_opset_version():
-        raise ValueError(f"opset {opset} is not supported: choose {MIN_OPSET} to {onnx.defs.onnx_opset_version()}")
+        raise BadInputError(f"opset {opset} is not supported: choose {MIN_OPSET} to {onnx.defs.onnx_opset_version()}")
     if quantize not in (None, *QUANTIZE_CHOICES):
-        raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_CHOICES)}, not {quantize!r}")
+        raise BadInputError(f"quantize must be one of {', '.join(QUANTIZE_CHOICES)}, not {quantize!r}")
     out = Path(out) if out is not None else run_dir / MODEL_FILE
     steps = 4 if quantize else 3
 
@@ -104,9 +118,8 @@ def export_onnx(run_dir: Path | str, out: Path | str | None = None, *, opset: in
     control.check()
     on_event(Progress(_PHASE, 1, steps, "exporting the graph"))
     proto = export_proto(model, info.preprocessing.crop, opset)
-    document = metadata_document(labels=info.labels, preprocessing=info.preprocessing,
-                                 backbone=str(info.raw.get("backbone", info.config.backbone)),
-                                 training=training_summary(info.raw), app_version=__version__, created=_now())
+    document = metadata_document(labels=info.labels, preprocessing=info.preprocessing, backbone=info.backbone,
+                                 training=training_summary(info), app_version=__version__, created=utc_now_iso())
     append_metadata(proto, {METADATA_KEY: json.dumps(document)})
     try:
         onnx.checker.check_model(proto, full_check=True)
@@ -123,7 +136,7 @@ def export_onnx(run_dir: Path | str, out: Path | str | None = None, *, opset: in
         parity = _parity(_onnx_logits(data, inputs), reference)
         report: dict[str, Any] = {"model": str(out), "exporter": "torch.onnx.export(dynamo=True)", "opset": opset,
                                   "image_source": source, "tolerance": PARITY_TOLERANCE, **parity,
-                                  "passed": _passes(parity), "created": _now()}
+                                  "passed": _passes(parity), "created": utc_now_iso()}
         if not report["passed"]:
             write_json_atomic(run_dir / PARITY_FILE, report)
             raise ExportError(
@@ -132,23 +145,29 @@ def export_onnx(run_dir: Path | str, out: Path | str | None = None, *, opset: in
                 f"{PARITY_TOLERANCE:g}); {out} was not written")
         write_bytes_atomic(out, data)
         write_json_atomic(run_dir / PARITY_FILE, report)
-
-        quantized_path: Path | None = None
-        quantized_parity: dict[str, Any] | None = None
+        result = ExportResult(path=str(out), size_bytes=len(data), parity=parity, quantized_path=None,
+                              quantized_parity=None, seconds=time.perf_counter() - started)
         if quantize:
             control.check()
             on_event(Progress(_PHASE, 3, steps, "quantizing to int8"))
             quantized_path = out.with_name(f"{_stem(out)}.int8.onnx")
-            calibration = _preprocessed(calibration_images(run_dir) or parity_paths[:MAX_CALIBRATION_IMAGES],
-                                        info.preprocessing, control)
-            report["int8"] = _write_int8(proto, {**document, "quantization": QUANTIZATION}, quantized_path,
-                                         calibration, inputs, reference)
-            quantized_parity = {key: report["int8"][key] for key in parity}
+            try:
+                calibration = _preprocessed(calibration_images(run_dir) or parity_paths[:MAX_CALIBRATION_IMAGES],
+                                            info.preprocessing, control)
+                report["int8"] = _write_int8(proto, {**document, "quantization": QUANTIZATION}, quantized_path,
+                                             calibration, inputs, reference)
+            except Cancelled:
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the float model on disk must be reported
+                detail = str(exc) if isinstance(exc, ExportError) else f"{type(exc).__name__}: {exc}"
+                raise QuantizationError(f"{out} was written (its parity check passed), but the int8 model was "
+                                        f"not: {detail}", result) from exc
             write_json_atomic(run_dir / PARITY_FILE, report)
+            result = replace(result, quantized_path=str(quantized_path),
+                             quantized_parity={key: report["int8"][key] for key in parity},
+                             seconds=time.perf_counter() - started)
     on_event(Progress(_PHASE, steps, steps, "done"))
-    return ExportResult(path=str(out), size_bytes=len(data), parity=parity,
-                        quantized_path=str(quantized_path) if quantized_path else None,
-                        quantized_parity=quantized_parity, seconds=time.perf_counter() - started)
+    return result
 
 
 def export_proto(model: torch.nn.Module, crop: int, opset: int) -> onnx.ModelProto:
@@ -183,16 +202,15 @@ def append_metadata(proto: onnx.ModelProto, entries: dict[str, str]) -> None:
             proto.metadata_props.add(key=key, value=value)
 
 
-def training_summary(run: dict[str, Any]) -> dict[str, Any]:
+def training_summary(info: rf.RunInfo) -> dict[str, Any]:
     """What the model card needs from run.json: how good, how long, on how much data."""
-    counts = run.get("dataset", {}).get("counts", {})
     return {
-        "best_val_accuracy": run.get("best_val_accuracy"),
-        "best_epoch": run.get("best_epoch"),
-        "epochs": run.get("epochs_completed"),
-        "strategy": run.get("config", {}).get("strategy"),
-        "dataset_size": {split: int(sum(per_class.values())) for split, per_class in counts.items()},
-        "run_created": run.get("created"),
+        "best_val_accuracy": info.best_val_accuracy,
+        "best_epoch": info.best_epoch,
+        "epochs": info.epochs_completed,
+        "strategy": info.config.strategy,
+        "dataset_size": {split: sum(per_label.values()) for split, per_label in (info.dataset_counts or {}).items()},
+        "run_created": info.created,
     }
 
 
@@ -338,8 +356,3 @@ def _read_json(path: Path) -> Any:
 
 def _stem(path: Path) -> str:
     return path.name[: -len(".onnx")] if path.name.endswith(".onnx") else path.name
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-

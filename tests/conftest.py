@@ -27,6 +27,16 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[variable] = os.path.join(sandbox, variable.lower())
 
 
+@pytest.fixture
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty user cache folder for this test alone, for tests that count what the caches hold: the session's
+    shared one holds whatever the tests before it (in any order) computed. platformdirs reads the variable on
+    every call."""
+    folder = tmp_path / "user-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder))
+    return folder
+
+
 MakeImage = Callable[..., Path]
 MakeDataset = Callable[..., Path]
 
@@ -168,6 +178,8 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One trained run for the session, read-only by convention: a test that writes into a run (export, evaluate,
+    resume, damage) copies it first (shutil.copytree), so that no test depends on which ran before it."""
     run_dir = tmp_path_factory.mktemp("runs") / "run"
     train(sample_data, run_dir, TrainConfig(epochs=2, batch_size=16, early_stopping=0))
     return run_dir
@@ -175,7 +187,8 @@ def trained_run(sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="session")
 def exported_model(trained_run: Path) -> Path:
-    """The trained run's model.onnx, exported once per session (parity-checked against PyTorch)."""
+    """The trained run's model.onnx, exported once per session (parity-checked against PyTorch): the one write
+    into the shared run, always the same files."""
     path = trained_run / "model.onnx"
     if not path.is_file():
         from engine.export import export_onnx

@@ -160,8 +160,10 @@ class DataPage(QWidget):
         self._sample_job = self.runner.submit(jobs.sample_data(out))
         self._busy(f"Generating the sample dataset in {out} …")
 
-    @Slot(object)
-    def on_progress(self, event: Progress) -> None:
+    @Slot(object, object)
+    def on_progress(self, job: Job, event: Progress) -> None:
+        if job is not self._scan_job and job is not self._sample_job:
+            return  # a superseded scan's last events
         self.progress.setRange(0, max(event.total, 1))
         self.progress.setValue(event.done)
         self.progress.setFormat(f"{event.phase}: %v / %m")
@@ -212,6 +214,8 @@ class DataPage(QWidget):
             self.classes.appendRow([_cell(name), *(_cell(counts[s][name], number=True) for s in ("train", "val",
                                                                                                   "test")), strip])
         self.class_table.setColumnHidden(3, not totals["test"])
+        # The header's ResizeToContents mode kept the empty table's width here (Qt 6.11): measure once filled.
+        self.class_table.resizeColumnToContents(0)
         self._fill_problems(report)
 
     def _fill_problems(self, report: ScanReport) -> None:

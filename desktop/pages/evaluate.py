@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +79,12 @@ class EvaluatePage(QWidget):
     run_opened = Signal(object)  # RunSnapshot
     model_exported = Signal(object)  # Path of the .onnx file
 
-    def __init__(self, runner: JobRunner, settings: AppSettings, parent: QWidget | None = None) -> None:
+    def __init__(self, runner: JobRunner, thumbnail_runner: JobRunner, settings: AppSettings,
+                 parent: QWidget | None = None) -> None:
+        """``thumbnail_runner``: thumbnails decode on their own thread, so they appear while an export runs."""
         super().__init__(parent)
         self.setObjectName("evaluatePage")
-        self.runner, self.settings = runner, settings
+        self.runner, self.thumbnail_runner, self.settings = runner, thumbnail_runner, settings
         self.snapshot: RunSnapshot | None = None
         self._open_job: Job | None = None
         self._export_job: Job | None = None
@@ -171,6 +174,7 @@ class EvaluatePage(QWidget):
         runner.failed.connect(self.on_failed)
         runner.aborted.connect(self.on_aborted)
         runner.finished.connect(self.on_finished)
+        thumbnail_runner.returned.connect(self.on_thumbnails_returned)
         self._update_buttons()
 
     @staticmethod
@@ -204,13 +208,12 @@ class EvaluatePage(QWidget):
 
     def show_snapshot(self, snapshot: RunSnapshot) -> None:
         self.snapshot = snapshot
-        run = snapshot.run
-        best = run.get("best_val_accuracy")
+        info = snapshot.info
         best_text = ""
-        if isinstance(best, float) and best >= 0:
-            best_text = f", best epoch {run.get('best_epoch')} ({best:.1%})"
-        self.run_label.setText(f"<b>{snapshot.run_dir.name}</b> · {run.get('backbone', '?')} · "
-                               f"{run.get('status', '?')}{best_text}<br>{snapshot.run_dir}")
+        if info.best_val_accuracy is not None and info.best_val_accuracy >= 0:  # -1: stopped before an epoch
+            best_text = f", best epoch {info.best_epoch} ({info.best_val_accuracy:.1%})"
+        self.run_label.setText(f"<b>{snapshot.run_dir.name}</b> · {info.backbone} · {info.status}{best_text}"
+                               f"<br>{snapshot.run_dir}")
         self.export_status.setText(f"Exported model: {snapshot.model_path}" if snapshot.model_path else "")
         self.split_combo.blockSignals(True)
         self.split_combo.clear()
@@ -226,6 +229,9 @@ class EvaluatePage(QWidget):
         evaluation = self.snapshot.evaluation if self.snapshot else None
         self.metrics.removeRows(0, self.metrics.rowCount())
         self.mistakes_view.clear_rows()
+        if self._thumbnail_job is not None:  # the rows it decodes for are gone
+            self._thumbnail_job.control.cancel()
+            self._thumbnail_job = None
         if not evaluation or key is None:
             self._show_verdict(None)
             self.confusion_view.set_matrix([], [])
@@ -250,7 +256,8 @@ class EvaluatePage(QWidget):
                                                          _number(mistake["confidence"], percent=True),
                                                          Path(mistake["path"]).name])
         if wrong:
-            self._thumbnail_job = self.runner.submit(jobs.thumbnails([m["path"] for m in wrong[:MAX_THUMBNAILS]]))
+            self._thumbnail_job = self.thumbnail_runner.submit(
+                jobs.thumbnails([m["path"] for m in wrong[:MAX_THUMBNAILS]]))
 
     def _show_verdict(self, verdict: dict[str, Any] | None) -> None:
         """Plain when the model is good; a framed warning with what to try otherwise; hidden for older runs."""
@@ -301,9 +308,9 @@ class EvaluatePage(QWidget):
         if self.snapshot is not None:
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.snapshot.run_dir)))
 
-    @Slot(object)
-    def on_progress(self, event: Progress) -> None:
-        if self._export_job is not None and self.runner.current is self._export_job:
+    @Slot(object, object)
+    def on_progress(self, job: Job, event: Progress) -> None:
+        if job is self._export_job:
             self.export_progress.setRange(0, max(event.total, 1))
             self.export_progress.setValue(event.done)
             self.export_progress.setFormat(f"{event.phase}: %v / %m")
@@ -313,10 +320,13 @@ class EvaluatePage(QWidget):
         if job is self._open_job:
             self.show_snapshot(result)
             self.run_opened.emit(result)
-        elif job is self._thumbnail_job:
-            self.mistakes_view.set_thumbnails(result)
         elif job is self._export_job:
             self._show_export(result)
+
+    @Slot(object, object)
+    def on_thumbnails_returned(self, job: Job, thumbnails: dict[str, Any]) -> None:
+        if job is self._thumbnail_job:
+            self.mistakes_view.set_thumbnails(thumbnails)
 
     def _show_export(self, result: Any) -> None:
         lines = [f"Saved <b>{result.path}</b> ({result.size_bytes / 1e6:.1f} MB, {result.seconds:.1f} s) · "
@@ -326,8 +336,7 @@ class EvaluatePage(QWidget):
         self.export_status.setText("<br>".join(lines))
         path = Path(result.path)
         if self.snapshot is not None and path.parent == self.snapshot.run_dir:
-            self.snapshot = RunSnapshot(self.snapshot.run_dir, self.snapshot.run, self.snapshot.metrics,
-                                        self.snapshot.evaluation, path)
+            self.snapshot = replace(self.snapshot, model_path=path)
         self.model_exported.emit(path)
 
     @Slot(object, str, str)

@@ -1,12 +1,12 @@
 """Predict page: load an ONNX model once, classify dropped photos and folders on the worker, save a CSV.
 
 Results arrive batch by batch (BatchPredicted), so rows appear while the rest is classified, a large drop never
-adds thousands of rows in one go, and "Stop" keeps what was done.
+adds thousands of rows in one go, and "Stop" keeps what was done. Thumbnails and saving run on a second runner,
+so they never wait behind a prediction.
 """
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,16 +40,19 @@ PHOTO_FILTER = f"Images ({' '.join(f'*{ext}' for ext in sorted(IMAGE_EXTENSIONS)
 class PredictPage(QWidget):
     model_loaded = Signal(object)  # Path
 
-    def __init__(self, runner: JobRunner, settings: AppSettings, parent: QWidget | None = None) -> None:
+    def __init__(self, runner: JobRunner, file_runner: JobRunner, settings: AppSettings,
+                 parent: QWidget | None = None) -> None:
+        """``file_runner``: short file jobs (thumbnails, saving the results) on their own thread."""
         super().__init__(parent)
         self.setObjectName("predictPage")
-        self.runner, self.settings = runner, settings
+        self.runner, self.file_runner, self.settings = runner, file_runner, settings
         self.predictor: Any = None  # engine.predict.Predictor, created once per model on the worker
         self.results: list[Any] = []  # engine.predict.Prediction, in table order
         self._load_job: Job | None = None
         self._predict_jobs: set[Job] = set()
         self._rows_shown: dict[Job, int] = {}  # per prediction job: results already shown from its batches
         self._thumbnail_jobs: set[Job] = set()
+        self._saves: dict[Job, tuple[Path, int]] = {}  # save job -> its file and number of results
         self._waiting: list[Path] = []  # dropped while the model was still loading
 
         self.model_edit = QLineEdit(objectName="modelPathEdit")
@@ -115,6 +118,9 @@ class PredictPage(QWidget):
         runner.failed.connect(self.on_failed)
         runner.aborted.connect(self.on_aborted)
         runner.finished.connect(self.on_finished)
+        file_runner.returned.connect(self.on_file_job_returned)
+        file_runner.failed.connect(self.on_file_job_failed)
+        file_runner.finished.connect(self.on_file_job_finished)
         self._update_buttons()
 
     # --- actions -----------------------------------------------------------------------------------
@@ -154,15 +160,11 @@ class PredictPage(QWidget):
             self.status.setText("Stopping after the current batch…")
 
     def save_results(self, path: Path) -> None:
-        with Path(path).open("w", newline="", encoding="utf-8") as file:
-            writer = csv.writer(file)
-            writer.writerow(["path", "predicted", "confidence", "top_3", "error"])
-            for prediction in self.results:
-                top = "; ".join(f"{label}: {probability:.4f}" for label, probability in prediction.top_k)
-                label = prediction.label if not prediction.error else ""
-                confidence = f"{prediction.confidence:.4f}" if not prediction.error else ""
-                writer.writerow([prediction.path, label, confidence, top, prediction.error or ""])
-        self.status.setText(f"Saved {len(self.results)} result(s) to {path}")
+        """Write the results so far as the engine's CSV, atomically, on the file runner."""
+        path = Path(path)
+        job = self.file_runner.submit(jobs.save_predictions(tuple(self.results), path))
+        self._saves[job] = (path, len(self.results))
+        self.status.setText(f"Saving {len(self.results)} result(s) to {path}…")
 
     def _add_results(self, predictions: Sequence[Any]) -> None:
         # A pixmap (not an icon) keeps its own size instead of the table's thumbnail size.
@@ -179,7 +181,7 @@ class PredictPage(QWidget):
         self.results.extend(predictions)
         paths = [str(p.path) for p in predictions if not p.error]  # thumbnails follow in a job per batch
         if paths:
-            self._thumbnail_jobs.add(self.runner.submit(jobs.thumbnails(paths)))
+            self._thumbnail_jobs.add(self.file_runner.submit(jobs.thumbnails(paths)))
         errors = sum(1 for p in predictions if p.error)
         self.status.setText(f"{len(self.results)} result(s)" + (f", {errors} could not be read" if errors else ""))
         self._update_buttons()
@@ -230,21 +232,23 @@ class PredictPage(QWidget):
 
     @Slot()
     def on_clear_clicked(self) -> None:
+        for job in self._thumbnail_jobs:  # their rows are gone
+            job.control.cancel()
+        self._thumbnail_jobs.clear()
         self.results.clear()
         self.predictions_view.clear_rows()
         self.status.clear()
         self._update_buttons()
 
-    @Slot(object)
-    def on_progress(self, event: Progress) -> None:
-        if self.runner.current in self._predict_jobs:
+    @Slot(object, object)
+    def on_progress(self, job: Job, event: Progress) -> None:
+        if job in self._predict_jobs:
             self.progress.setRange(0, max(event.total, 1))
             self.progress.setValue(event.done)
             self.progress.setFormat(f"{event.phase}: %v / %m")
 
-    @Slot(object)
-    def on_batch_predicted(self, event: BatchPredicted) -> None:
-        job = self.runner.current
+    @Slot(object, object)
+    def on_batch_predicted(self, job: Job, event: BatchPredicted) -> None:
         if job in self._predict_jobs:
             self._add_results(event.predictions)
             self._rows_shown[job] += len(event.predictions)
@@ -260,8 +264,25 @@ class PredictPage(QWidget):
             self.model_loaded.emit(Path(info.path))
         elif job in self._predict_jobs:
             self._add_results(result[self._rows_shown[job]:])  # inputs that named no image (not in a batch)
-        elif job in self._thumbnail_jobs:
+
+    @Slot(object, object)
+    def on_file_job_returned(self, job: Job, result: Any) -> None:
+        if job in self._thumbnail_jobs:
             self.predictions_view.set_thumbnails(result)
+        elif job in self._saves:
+            path, count = self._saves[job]
+            self.status.setText(f"Saved {count} result(s) to {path}")
+
+    @Slot(object, str, str)
+    def on_file_job_failed(self, job: Job, message: str, _details: str) -> None:
+        if job in self._saves:
+            path, _count = self._saves[job]
+            self.status.setText(f"Could not save the results to {path}: {message}")
+
+    @Slot(object)
+    def on_file_job_finished(self, job: Job) -> None:
+        self._thumbnail_jobs.discard(job)
+        self._saves.pop(job, None)
 
     @Slot(object, str, str)
     def on_failed(self, job: Job, message: str, _details: str) -> None:
@@ -285,7 +306,6 @@ class PredictPage(QWidget):
             self.classify(waiting)
         self._predict_jobs.discard(job)
         self._rows_shown.pop(job, None)
-        self._thumbnail_jobs.discard(job)
         if not self._predict_jobs:
             self.progress.hide()
             self.cancel_button.hide()

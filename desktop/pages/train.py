@@ -31,6 +31,7 @@ from desktop.widgets.lr_find_panel import LrFindPanel
 from desktop.widgets.plots import TRAIN_COLOR, VAL_COLOR, MetricPlot
 from desktop.workers import Job, JobRunner
 from engine.events import BatchProgress, EpochEnded, EpochStarted, Progress, RunFinished, RunStarted
+from engine.training.config import TrainConfig
 from engine.training.run_folder import RUN_FILE
 
 if TYPE_CHECKING:  # imports torch, which loads on the worker thread
@@ -91,6 +92,9 @@ class TrainPage(QWidget):
         self.pause_button.clicked.connect(self.on_pause_clicked)
         self.stop_button.clicked.connect(self.on_stop_clicked)
         self.resume_button.clicked.connect(self.on_resume_clicked)
+        self.options_error = QLabel(objectName="optionsErrorLabel")
+        self.options_error.setWordWrap(True)
+        self.options_error.hide()
         self.run_label = QLabel(objectName="runLabel")
         self.run_label.setWordWrap(True)
         self.run_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -134,6 +138,7 @@ class TrainPage(QWidget):
         left_layout.addWidget(dataset_box)
         left_layout.addWidget(options_box)
         left_layout.addLayout(buttons)
+        left_layout.addWidget(self.options_error)
         left_layout.addWidget(self.resume_button)
         left_layout.addWidget(self.run_label)
         left_layout.addStretch(1)
@@ -188,8 +193,12 @@ class TrainPage(QWidget):
 
     @property
     def busy(self) -> bool:
-        """Training or the learning-rate sweep: the runner's events belong to this page's job."""
+        """Training or the learning-rate sweep."""
         return self.training or self.finding_lr
+
+    def _owns(self, job: Job) -> bool:
+        """Whether ``job`` is this page's running training or sweep (the window's options job shares the runner)."""
+        return job is self._train_job or job is self._lr_find_job
 
     def set_dataset(self, folder: Path, summary: str) -> None:
         self.data_dir = Path(folder)
@@ -201,31 +210,41 @@ class TrainPage(QWidget):
         """Show an opened run's curves; a stopped run can be resumed from here."""
         if self.training:
             return
+        info = snapshot.info
         if snapshot.run_dir != self.run_dir or not self.history.epochs:  # keep the live curves and log of this run
             self.history = TrainingHistory.from_metrics(snapshot.metrics)
-            self.options_form.set_options(snapshot.run.get("config", {}))
-            # The plan's epochs (runs from before plans were recorded: the config's).
-            epochs = int(snapshot.run.get("plan", {}).get("epochs") or snapshot.run.get("config", {}).get("epochs", 0))
+            self.options_form.set_options(info.config.to_dict())
+            epochs = info.plan.epochs if info.plan is not None else info.config.epochs  # no plan yet: the config's
             self.log_view.clear()
             self.log_view.add_line(f"Opened {snapshot.run_dir}")
             for record in snapshot.metrics:
                 self.log_view.add_line(_epoch_line(record, epochs))
         self.run_dir = snapshot.run_dir
         self._resumable = snapshot.run_dir if snapshot.resumable else None
-        self.run_label.setText(f"Run folder: {snapshot.run_dir} ({snapshot.run.get('status', '?')})")
-        self.progress.setFormat(f"Run {snapshot.run.get('status', '')}")
+        self.run_label.setText(f"Run folder: {snapshot.run_dir} ({info.status})")
+        self.progress.setFormat(f"Run {info.status}")
         self._redraw()
         self._update_buttons()
 
     def start(self) -> None:
-        if self.busy or self.data_dir is None:
+        if self.busy or self.data_dir is None or (config := self._checked_config()) is None:
             return
-        options = self.options_form.options()
-        self.settings.set("train/options", options)
+        self.settings.set("train/options", self.options_form.options())
         self.run_dir = paths.new_run_folder()
         self.history = TrainingHistory()
         self.log_view.clear()
-        self._begin(jobs.train(self.data_dir, self.run_dir, options))
+        self._begin(jobs.train(self.data_dir, self.run_dir, config))
+
+    def _checked_config(self) -> TrainConfig | None:
+        """The form's TrainConfig, or None with the reason shown under the buttons (and nothing created)."""
+        try:
+            config = self.options_form.config()
+        except ValueError as exc:
+            self.options_error.setText(f"<b>Check the options:</b> {exc}")
+            self.options_error.show()
+            return None
+        self.options_error.hide()
+        return config
 
     def resume(self) -> None:
         if self.busy or self._resumable is None:
@@ -248,14 +267,14 @@ class TrainPage(QWidget):
 
     def find_learning_rate(self) -> None:
         """Sweep the learning rate on the dataset with the form's options (the engine's default steps)."""
-        if self.busy or self.data_dir is None:
+        if self.busy or self.data_dir is None or (config := self._checked_config()) is None:
             return
         self.lr_find_panel.clear()
         self.log_view.add_line(f"Finding a learning rate for {self.data_dir.name}")
         self._epoch = (0, 0, "")
         self.progress.setRange(0, 0)
         self.progress.setFormat("Preparing the learning-rate sweep…")
-        self._lr_find_job = self.runner.submit(jobs.find_learning_rate(self.data_dir, self.options_form.options()))
+        self._lr_find_job = self.runner.submit(jobs.find_learning_rate(self.data_dir, config))
         self._update_buttons()
 
     def stop(self) -> None:
@@ -340,8 +359,10 @@ class TrainPage(QWidget):
         if self._dirty:
             self._redraw()
 
-    @Slot(object)
-    def on_run_started(self, event: RunStarted) -> None:
+    @Slot(object, object)
+    def on_run_started(self, job: Job, event: RunStarted) -> None:
+        if job is not self._train_job:
+            return
         if event.start_epoch:
             self.history.truncate(event.start_epoch)
             self._dirty = True
@@ -352,9 +373,9 @@ class TrainPage(QWidget):
                                f"{len(event.dataset.get('classes', []))} classes, {train} training and {val} "
                                f"validation images{resumed}")
 
-    @Slot(object)
-    def on_progress(self, event: Progress) -> None:
-        if not self.busy:
+    @Slot(object, object)
+    def on_progress(self, job: Job, event: Progress) -> None:
+        if not self._owns(job):
             return
         if event.done >= event.total and self._epoch[2] == "head":  # the head fit itself reports no steps
             self.progress.setRange(0, 0)
@@ -365,12 +386,15 @@ class TrainPage(QWidget):
         eta = f" · ETA {_duration(event.eta_seconds)}" if event.eta_seconds else ""
         self.progress.setFormat(f"{event.phase}: {event.done}/{event.total}{eta}")
 
-    @Slot(object)
-    def on_epoch_started(self, event: EpochStarted) -> None:
-        self._epoch = (event.epoch, event.epochs, event.phase)
+    @Slot(object, object)
+    def on_epoch_started(self, job: Job, event: EpochStarted) -> None:
+        if job is self._train_job:
+            self._epoch = (event.epoch, event.epochs, event.phase)
 
-    @Slot(object)
-    def on_batch_progress(self, event: BatchProgress) -> None:
+    @Slot(object, object)
+    def on_batch_progress(self, job: Job, event: BatchProgress) -> None:
+        if job is not self._train_job:
+            return
         self.history.add_batch(event.epoch, event.batch, event.batches, event.loss)
         self._dirty = True
         if self.runner.paused:
@@ -383,8 +407,10 @@ class TrainPage(QWidget):
         self.progress.setFormat(f"Epoch {event.epoch}/{epochs} · batch {event.batch}/{event.batches} · "
                                 f"{event.images_per_second:.0f} img/s · ETA {_duration(eta)}")
 
-    @Slot(object)
-    def on_epoch_ended(self, event: EpochEnded) -> None:
+    @Slot(object, object)
+    def on_epoch_ended(self, job: Job, event: EpochEnded) -> None:
+        if job is not self._train_job:
+            return
         self.history.add_epoch(event.epoch, event.train_loss, event.train_accuracy, event.val_loss,
                                event.val_accuracy)
         self._dirty = True
@@ -392,17 +418,20 @@ class TrainPage(QWidget):
             self._epoch_seconds = event.seconds
         self.log_view.add_line(_epoch_line(asdict(event), event.epochs))
 
-    @Slot(str)
-    def on_info(self, message: str) -> None:
-        if self.busy:
+    @Slot(object, str)
+    def on_info(self, job: Job, message: str) -> None:
+        if self._owns(job):
             self.log_view.add_line(message)
 
-    @Slot(str)
-    def on_warning(self, message: str) -> None:
-        self.log_view.add_line(message, warning=True)
+    @Slot(object, str)
+    def on_warning(self, job: Job, message: str) -> None:
+        if self._owns(job):
+            self.log_view.add_line(message, warning=True)
 
-    @Slot(object)
-    def on_run_finished(self, event: RunFinished) -> None:
+    @Slot(object, object)
+    def on_run_finished(self, job: Job, event: RunFinished) -> None:
+        if job is not self._train_job:
+            return
         if event.status != "completed" and not (Path(event.run_dir) / RUN_FILE).is_file():
             self._stopped_before_training()  # stopped while scanning or building the model: no run to resume
             return

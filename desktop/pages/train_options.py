@@ -1,4 +1,7 @@
-"""The training options form: the main options, an "Advanced" section with the rest of TrainConfig."""
+"""The training options form: the main options, an "Advanced" section with the rest of TrainConfig.
+
+Choice lists come from engine.training.config itself (torch-free), so a saved choice is restored at start.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +29,16 @@ from desktop.settings import AppSettings
 from desktop.widgets.collapsible import CollapsibleSection
 from desktop.widgets.scientific_spin import ScientificSpinBox
 from engine.backbones.registry import get_backbone, list_backbones
-from engine.training.config import BATCHNORM_MODES, CLASS_WEIGHTING, DEVICES, OPTIMIZERS, STRATEGIES, TrainConfig
+from engine.dataset.report import IMBALANCE_WARNING_RATIO
+from engine.training.config import (
+    AUGMENT_PRESETS,
+    BATCHNORM_MODES,
+    CLASS_WEIGHTING,
+    DEVICES,
+    OPTIMIZERS,
+    STRATEGIES,
+    TrainConfig,
+)
 
 WEIGHTS_HELP = {"bundled": "shipped with the app", "cached": "already downloaded",
                 "download": "downloaded on first use (needs internet once)",
@@ -67,7 +79,8 @@ ADVANCED_OPTIONS = {
                   "photos), train updates them from each batch"),
     "compile": ("Compile", "torch.compile the trained stages: faster on GPUs for long runs; the first batches "
                 "wait a minute or more while it compiles"),
-    "class_weighting": ("Class weighting", "Weight the loss by class frequency (auto: when imbalanced > 3x)"),
+    "class_weighting": ("Class weighting", "Weight the loss by class frequency (auto: when the largest class is "
+                        f"over {IMBALANCE_WARNING_RATIO:g}x the smallest)"),
     "val_split": ("Validation split", "Share of each class held out for validation"),
     "test_split": ("Test split", "Share of each class held out for a final test (0: none)"),
     "seed": ("Seed", "Random seed for the split, shuffling and augmentation"),
@@ -124,7 +137,7 @@ def _option_widget(name: str) -> QWidget:
         "epochs": lambda: _spin(0, 1000, off="auto"),
         "batch_size": lambda: _spin(1, 4096),
         "lr": lambda: ScientificSpinBox(1e-6, 9.99),
-        "augment": lambda: _combo([DEFAULTS["augment"]]),  # the full list arrives with the worker's options
+        "augment": lambda: _combo(AUGMENT_PRESETS),
         "backbone_lr_factor": lambda: ScientificSpinBox(1e-4, 1.0),
         "unfreeze_stages": lambda: _spin(0, 20, off="auto"),
         "augment_views": lambda: _spin(0, 1000, off="auto"),
@@ -171,7 +184,7 @@ def _set(widget: QWidget, value: Any) -> None:
 
 
 class TrainOptionsForm(QWidget):
-    """Every TrainConfig field as a widget; values go to the worker as a dict (TrainConfig validates there)."""
+    """Every TrainConfig field as a widget; ``config`` validates them on the GUI thread (TrainConfig is torch-free)."""
 
     def __init__(self, settings: AppSettings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -229,6 +242,10 @@ class TrainOptionsForm(QWidget):
     def options(self) -> dict[str, Any]:
         return {name: _get(widget) for name, widget in self.widgets.items()}
 
+    def config(self) -> TrainConfig:
+        """The options as a TrainConfig; ValueError names what is wrong (checked before a run folder exists)."""
+        return TrainConfig(**self.options())
+
     def set_options(self, values: object) -> None:
         """Apply known option values (from settings or a run's config); unknown names are ignored."""
         if isinstance(values, dict):
@@ -241,7 +258,7 @@ class TrainOptionsForm(QWidget):
         return _get(self.widgets["val_split"]), _get(self.widgets["test_split"]), _get(self.widgets["seed"])
 
     def apply_training_options(self, options: TrainingOptions) -> None:
-        """Fill in what the worker learned with torch loaded: backbone details and augmentation presets."""
+        """Fill in what the worker learned with torch loaded: the backbones' details."""
         combo: QComboBox = self.widgets["backbone"]  # type: ignore[assignment]
         for info in options.backbones:
             index = combo.findData(info.name)
@@ -250,12 +267,6 @@ class TrainOptionsForm(QWidget):
                 combo.setItemData(index, f"{info.family}: {info.parameters / 1e6:.1f} M parameters · "
                                          f"{info.size_mb:.0f} MB · {_weights_help(info)}",
                                   Qt.ItemDataRole.ToolTipRole)
-        augment: QComboBox = self.widgets["augment"]  # type: ignore[assignment]
-        current = augment.currentData()
-        augment.clear()
-        for preset in options.augment_presets:
-            augment.addItem(preset, preset)
-        _set(augment, current)
         self.on_backbone_changed()
 
     @Slot()

@@ -27,12 +27,17 @@ class TransferModel(nn.Module):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, num_classes))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        for stage in self.stages:
-            x = stage(x)
-        return x
+        return run_stages(self, range(len(self.stages)), x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(x))
+
+
+def run_stages(model: TransferModel, stages: range, x: torch.Tensor) -> torch.Tensor:
+    """``x`` through ``stages`` in order: the frozen bottom, the trainable top, or all of them (``embed``)."""
+    for index in stages:
+        x = model.stages[index](x)
+    return x
 
 
 def create_model(

@@ -1,9 +1,16 @@
-"""Seeded, stratified train/val/test split that does not depend on the order the filesystem lists files."""
+"""Seeded, stratified train/val/test split that does not depend on the order the filesystem lists files; and a
+run's recorded split kept over a fresh scan of its folder."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from engine.dataset.report import ScanReport
+from engine.dataset.validate import DatasetError
+from engine.events import EventSink, Warning_
 
 
 def stratified_split(
@@ -46,3 +53,41 @@ def split_sizes(count: int, val_fraction: float, test_fraction: float) -> tuple[
 def _round(value: float) -> int:
     """Round half up: Python's round() rounds half to even, which would surprise users (2.5 -> 2)."""
     return int(value + 0.5)
+
+
+def keep_recorded_split(recorded: ScanReport, current: ScanReport, on_event: EventSink) -> ScanReport:
+    """``current`` (a fresh scan of the folder ``recorded`` was made from, same classes) with ``recorded``'s split.
+
+    Splitting again would reshuffle every class that changed (one photo added moves former training photos into
+    validation), so a run keeps its split: photos added since are left out and photos gone or no longer readable
+    are skipped, each reported with a count and an example. Photos match by their path below the dataset folder,
+    so a moved folder keeps its split too; a folder without any of the recorded training or validation photos is
+    refused (DatasetError).
+    """
+    now = {Path(item.path).relative_to(current.root): item.path for item in current.items}
+    was = {Path(item.path).relative_to(recorded.root): item for item in recorded.items}
+    path_now = {item.path: now[key] for key, item in was.items() if key in now}
+    kept = tuple(replace(item, path=path_now[item.path]) for item in recorded.items if item.path in path_now)
+    if missing := [split for split in ("train", "val") if not any(item.split == split for item in kept)]:
+        raise DatasetError(f"{current.root}: none of this run's {' or '.join(missing)} photos are there; use the "
+                           "folder the run was trained on, or start a new run")
+    added = [path for key, path in now.items() if key not in was]
+    removed = [item.path for item in recorded.items if item.path not in path_now]
+    messages = []
+    if added:
+        messages.append(f"{current.root}: {len(added)} photo(s) added since this run's split was recorded are left "
+                        f"out, so that its validation photos stay the same (for example {added[0]}); start a new "
+                        "run to use them")
+    if removed:
+        messages.append(f"{current.root}: {len(removed)} photo(s) of this run's split are gone or unreadable and "
+                        f"are skipped (for example {removed[0]})")
+    for message in messages:
+        on_event(Warning_(message))
+    return replace(
+        current,
+        layout=recorded.layout,
+        classes=recorded.classes,
+        items=kept,
+        warnings=(*current.warnings, *messages),
+        leakage=tuple((path_now[a], path_now[b]) for a, b in recorded.leakage if a in path_now and b in path_now),
+    )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import errno
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from engine.atomic import write_atomic
+from engine.atomic import DiskFullError, write_atomic
 
 
 class CheckpointError(RuntimeError):
@@ -19,12 +18,12 @@ class CheckpointError(RuntimeError):
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     try:
         write_atomic(path, lambda handle: torch.save(payload, handle))
+    except DiskFullError as exc:  # engine.atomic recognises a full disk and an exhausted quota
+        raise CheckpointError(
+            f"{path}: disk full while saving a checkpoint; the previous checkpoint is intact. "
+            f"Free space on {path.parent} (old runs can be deleted) and resume with --resume."
+        ) from exc
     except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise CheckpointError(
-                f"{path}: disk full while saving a checkpoint; the previous checkpoint is intact. "
-                f"Free space on {path.parent} (old runs can be deleted) and resume with --resume."
-            ) from exc
         raise CheckpointError(f"{path}: could not save checkpoint ({exc})") from exc
 
 

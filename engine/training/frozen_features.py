@@ -14,6 +14,7 @@ import torch
 import torchvision
 
 from engine.backbones.build import TransferModel
+from engine.backbones.inference import forward_in_batches
 from engine.control import RunControl
 from engine.dataset.cache import DecodedImageCache
 from engine.dataset.report import ImageItem
@@ -23,7 +24,6 @@ from engine.training.batch_size import BatchSizeTuner
 from engine.training.config import TrainConfig
 from engine.training.device import DeviceSetup
 from engine.training.feature_cache import FeatureCache
-from engine.training.quick_head import forward_in_batches
 
 
 class FrozenFeatures:

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from engine.backbones.build import TransferModel
+from engine.backbones.build import TransferModel, run_stages
+from engine.backbones.inference import forward_in_batches
 from engine.control import RunControl
 from engine.events import BatchProgress, EventSink
 from engine.training.device import DeviceSetup, to_device
-from engine.training.quick_head import run_stages
 
 _BATCH_EVENT_INTERVAL = 0.25  # seconds: a few progress events per second is plenty for any front end
 
@@ -76,12 +76,8 @@ def train_one_epoch(
             loss.backward()
         if grad_clip > 0:
             torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        scheduler.step()
+        if _optimizer_step(optimizer, scaler):
+            scheduler.step()
         count = len(targets)
         total_loss += loss_value * count
         correct += int((logits.argmax(1) == targets).sum())
@@ -97,18 +93,27 @@ def train_one_epoch(
     return EpochStats(total_loss / max(seen, 1), correct / max(seen, 1), seen, seconds)
 
 
-@torch.inference_mode()
-def logits_from_features(model: TransferModel, first_trainable: int, features: torch.Tensor,
-                         setup: DeviceSetup, batch_size: int = 64) -> torch.Tensor:
-    """Logits for inputs already passed through the frozen stages (see ``forward_in_batches``)."""
-    model.eval()
-    trainable = range(first_trainable, len(model.stages))
-    out = []
-    for start in range(0, len(features), batch_size):
-        x = to_device(features[start : start + batch_size], setup)
-        with torch.autocast(setup.device, dtype=setup.amp_dtype, enabled=setup.amp_dtype is not None):
-            out.append(model.head(run_stages(model, trainable, x)).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, model.head[-1].out_features)
+def _optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> bool:
+    """Step the optimizer (through the scaler for fp16); False when the scaler skipped it for inf/NaN gradients.
+
+    The scheduler must then not step either, or the schedule runs ahead of the weights. GradScaler.update()
+    lowers the scale exactly when it skipped the step.
+    """
+    if scaler is None:
+        optimizer.step()
+        return True
+    scale = scaler.get_scale()
+    scaler.step(optimizer)
+    scaler.update()
+    return scaler.get_scale() >= scale
+
+
+def logits_from_features(model: TransferModel, first_trainable: int, features: torch.Tensor, setup: DeviceSetup,
+                         batch_size: int = 64, *, control: RunControl | None = None) -> torch.Tensor:
+    """Logits for inputs already passed through the frozen stages (see ``FrozenFeatures``)."""
+    return forward_in_batches(model, range(first_trainable, len(model.stages)), len(features),
+                              lambda rows: features[rows.start:rows.stop], setup, batch_size, head=True,
+                              phase="logits", control=control)
 
 
 def cross_entropy(class_weights: torch.Tensor | None, label_smoothing: float) -> Callable:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from engine.atomic import write_bytes_atomic, write_json_atomic
+from engine.backbones.build import run_stages
 from engine.control import RunControl
 from engine.events import EventSink, Info, Progress, ignore_event
 from engine.line_plot import log_x_line_plot
@@ -24,7 +25,7 @@ from engine.training.device import to_device
 from engine.training.head_phase import fit_quick_head
 from engine.training.loop import cross_entropy
 from engine.training.preparation import prepare_training
-from engine.training.quick_head import labels_tensor, run_stages
+from engine.training.quick_head import labels_tensor
 from engine.training.recipe import plan_fine_tune
 from engine.training.strategies import apply_strategy, parameter_groups, set_train_mode
 

@@ -52,11 +52,12 @@ def prepare_training(data_dir: Path, config: TrainConfig, on_event: EventSink,
         model = model.to(memory_format=torch.channels_last)
     frozen = FrozenFeatures(model, config, weights_identity(config.backbone, weights_file), cache,
                             build_train_transform(config.augment, preprocessing), setup, on_event, control)
-    return PreparedTraining(config, setup, cache, report, labels, model, _class_weights(config, report, labels),
+    return PreparedTraining(config, setup, cache, report, labels, model, class_weights_for(config, report, labels),
                             frozen)
 
 
-def _class_weights(config: TrainConfig, report: ScanReport, labels: list[str]) -> torch.Tensor | None:
+def class_weights_for(config: TrainConfig, report: ScanReport, labels: list[str]) -> torch.Tensor | None:
+    """Loss weights inverse to the training counts of ``report``'s split (a resumed run passes its recorded one)."""
     mode = config.class_weighting
     if mode == "off" or (mode == "auto" and report.imbalance_ratio <= IMBALANCE_WARNING_RATIO):
         return None

@@ -1,4 +1,4 @@
-"""The quick head: run the frozen backbone once per image, then fit the linear head on the embeddings.
+"""The quick head: fit the linear head on embeddings the frozen backbone computed once per image.
 
 Fitting a linear head on cached features takes milliseconds (full-batch L-BFGS), and its L2 strength is
 picked by cross-validation on the training split only, so validation stays an honest estimate.
@@ -6,67 +6,14 @@ picked by cross-validation on the training split only, so validation stays an ho
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.control import RunControl
-from engine.events import EventSink, Progress, ignore_event
-from engine.training.batch_size import BatchSizeTuner
-from engine.training.device import DeviceSetup, to_device
-
 L2_CANDIDATES = (1e-4, 1e-3, 1e-2, 3e-2, 1e-1)
 _CV_FOLDS = 3
-
-
-def run_stages(model: torch.nn.Module, stages: range, images: torch.Tensor) -> torch.Tensor:
-    x = images
-    for index in stages:
-        x = model.stages[index](x)
-    return x
-
-
-@torch.inference_mode()
-def forward_in_batches(
-    model: torch.nn.Module,
-    stages: range,
-    count: int,
-    load_batch: Callable[[range], torch.Tensor],
-    setup: DeviceSetup,
-    batch_size: int | BatchSizeTuner,
-    *,
-    phase: str,
-    on_event: EventSink = ignore_event,
-    control: RunControl | None = None,
-) -> torch.Tensor:
-    """Outputs of ``stages`` for ``count`` inputs, frozen (eval mode, no autograd), on the CPU.
-
-    A ``BatchSizeTuner`` tries its candidate sizes on these batches and is told how fast each ran.
-    """
-    sizes = batch_size if isinstance(batch_size, BatchSizeTuner) else BatchSizeTuner.fixed(batch_size)
-    model.eval()
-    outputs: list[torch.Tensor] = []
-    started = time.perf_counter()
-    done = 0
-    while done < count:
-        if control is not None:
-            control.check()
-        size = sizes.next()
-        batch = to_device(load_batch(range(done, min(count, done + size))), setup)
-        batch_started = time.perf_counter()
-        with torch.autocast(setup.device, dtype=setup.amp_dtype, enabled=setup.amp_dtype is not None):
-            out = run_stages(model, stages, batch)
-        outputs.append(out.float().cpu())  # the copy to the CPU waits for the GPU, so the timing below is real
-        if len(batch) == size:  # a short last batch says nothing about its size
-            sizes.record(size, time.perf_counter() - batch_started)
-        done += len(batch)
-        elapsed = time.perf_counter() - started
-        on_event(Progress(phase, done, count, f"{done / elapsed:.0f} img/s",
-                          eta_seconds=elapsed / done * (count - done)))
-    return torch.cat(outputs) if outputs else torch.empty(0)
 
 
 def fit_linear_head(

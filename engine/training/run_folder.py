@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from engine.atomic import append_line_atomic, write_bytes_atomic, write_json_atomic
+from engine.dataset.report import SPLITS, ScanReport
 from engine.preprocessing import Preprocessing
 from engine.training.config import TrainConfig
+from engine.training.recipe import FineTunePlan
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
@@ -32,15 +34,30 @@ class RunFolderError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class RunInfo:
-    """What run.json holds, validated."""
+    """What run.json holds, validated: the one way resume, evaluation and export read a run.
+
+    Fields the run writes as it goes are None until then: ``plan`` after the quick head, the best epoch and
+    accuracy once the run first ended, ``error`` when it failed; ``dataset_counts`` in runs started without it.
+    """
 
     path: Path
+    status: str
     config: TrainConfig
+    backbone: str
     labels: tuple[str, ...]
     preprocessing: Preprocessing
     data_dir: str
-    status: str
-    raw: dict[str, Any]
+    created: str | None
+    device: str | None  # the compute device the run started on, described
+    versions: dict[str, str]
+    dataset_counts: dict[str, dict[str, int]] | None  # images per split and label when the run started
+    plan: FineTunePlan | None
+    best_epoch: int | None
+    best_val_accuracy: float | None
+    epochs_completed: int | None
+    finished: str | None
+    error: str | None
+    raw: dict[str, Any]  # the whole document: desktop.jobs.RunSnapshot still reads it (until it takes RunInfo)
 
 
 def versions() -> dict[str, str]:
@@ -79,11 +96,71 @@ def read_run(run_dir: Path) -> RunInfo:
             raise ValueError("labels must be unique")
         if not isinstance(raw["data_dir"], str) or raw["status"] not in RUN_STATUSES:
             raise ValueError(f"data_dir must be a folder name and status one of {', '.join(RUN_STATUSES)}")
-        return RunInfo(path=run_dir, config=TrainConfig.from_dict(raw["config"]), labels=tuple(labels),
-                       preprocessing=Preprocessing.from_dict(raw["preprocessing"]),
-                       data_dir=str(raw["data_dir"]), status=str(raw["status"]), raw=raw)
+        config = TrainConfig.from_dict(raw["config"])
+        versions = raw.get("versions", {})
+        if not isinstance(versions, dict) or not all(isinstance(v, str) for v in versions.values()):
+            raise ValueError("versions must map names to version strings")
+        best_val_accuracy = _optional(raw, "best_val_accuracy", (int, float))
+        return RunInfo(
+            path=run_dir, status=raw["status"], config=config,
+            backbone=_optional(raw, "backbone", str) or config.backbone, labels=tuple(labels),
+            preprocessing=Preprocessing.from_dict(raw["preprocessing"]), data_dir=raw["data_dir"],
+            created=_optional(raw, "created", str), device=_optional(raw, "device", str), versions=versions,
+            dataset_counts=_dataset_counts(raw.get("dataset"), labels), plan=_plan(raw.get("plan")),
+            best_epoch=_optional(raw, "best_epoch", int),
+            best_val_accuracy=float(best_val_accuracy) if best_val_accuracy is not None else None,
+            epochs_completed=_optional(raw, "epochs_completed", int), finished=_optional(raw, "finished", str),
+            error=_optional(raw, "error", str), raw=raw)
     except (KeyError, TypeError, ValueError) as exc:
         raise RunFolderError(f"{path}: damaged or edited run file, refused ({exc})") from exc
+
+
+def _optional(raw: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    """``raw[key]`` when it is a ``kind`` (never a bool standing in for a number), None when absent."""
+    value = raw.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+        raise ValueError(f"{key} has an invalid value {value!r}")
+    return value
+
+
+def _dataset_counts(dataset: Any, labels: list[str]) -> dict[str, dict[str, int]] | None:
+    if dataset is None:
+        return None
+    counts = dataset["counts"]
+    if not isinstance(counts, dict) or not set(counts) <= set(SPLITS):
+        raise ValueError(f"dataset.counts must map splits ({', '.join(SPLITS)}) to images per label")
+    for per_label in counts.values():
+        if not isinstance(per_label, dict) or set(per_label) != set(labels) or not all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in per_label.values()):
+            raise ValueError("dataset.counts must give a count of images for every label")
+    return counts
+
+
+def _plan(value: Any) -> FineTunePlan | None:
+    if value is None:
+        return None
+    plan = FineTunePlan.from_dict(value)
+    kinds = {"str": str, "int": int, "bool": bool}
+    for field in fields(FineTunePlan):
+        if type(getattr(plan, field.name)) is not kinds[field.type]:
+            raise ValueError(f"plan.{field.name} has an invalid value {getattr(plan, field.name)!r}")
+    return plan
+
+
+def read_scan_report(info: RunInfo) -> ScanReport:
+    """The split the run was trained on (scan_report.json): resuming and re-evaluating keep to it."""
+    path = info.path / SCAN_REPORT_FILE
+    try:
+        report = ScanReport.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except OSError as exc:
+        raise RunFolderError(f"{path}: cannot read the run's recorded split ({exc.strerror or exc}); "
+                             "start a new run") from exc
+    except ValueError as exc:
+        raise RunFolderError(f"{path}: damaged or edited scan report, refused ({exc})") from exc
+    if report.classes != info.labels:
+        raise RunFolderError(f"{path}: classes {', '.join(report.classes)} differ from run.json's "
+                             f"{', '.join(info.labels)}, refused")
+    return report
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ Cancel and failure are handled in one place, and every run ends with an explicit
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,8 @@ from typing import Any
 from engine.atomic import remove_stale_temporaries, write_json_atomic
 from engine.cache_limit import LIMIT_VARIABLE, cache_limit_bytes, prune
 from engine.control import Cancelled, RunControl
-from engine.dataset.report import ImageItem
+from engine.dataset.report import ImageItem, ScanReport
+from engine.dataset.split import keep_recorded_split
 from engine.evaluation.metrics import evaluate_predictions, evaluation_document
 from engine.events import EpochStarted, EventSink, Info, RunFailed, RunFinished, RunStarted, ignore_event
 from engine.events import Warning_ as WarningEvent
@@ -28,7 +29,7 @@ from engine.training.feature_cache import default_feature_dir
 from engine.training.fine_tune import FineTuneData, FineTuner
 from engine.training.head_phase import fit_quick_head
 from engine.training.loop import logits_from_features
-from engine.training.preparation import prepare_training
+from engine.training.preparation import class_weights_for, prepare_training
 from engine.training.recipe import FineTunePlan, plan_fine_tune
 
 
@@ -58,7 +59,7 @@ def train(
     """Train a classifier on ``data_dir`` into ``run_dir``; ``resume`` continues a stopped run there."""
     run_dir = Path(run_dir)
     control = control or RunControl()
-    run_file_written = False
+    session: _Session | None = None
     try:
         if resume:
             info = rf.read_run(run_dir)
@@ -73,15 +74,14 @@ def train(
             raise ValueError("no dataset folder given")
         session = _Session(Path(data_dir), run_dir, config, on_event, control)
         session.prepare(resume)
-        run_file_written = True
         return session.run()
     except Cancelled:  # stopped while scanning or building the model: nothing worth resuming was written
-        if run_file_written:
+        if session is not None and session.marked_running:
             rf.update_run_file(run_dir, status="cancelled")
         on_event(RunFinished(str(run_dir), "cancelled", -1, 0.0, 0))
         return TrainResult(str(run_dir), "cancelled", -1, 0.0, 0, None)
     except Exception as exc:
-        if run_file_written:
+        if session is not None and session.marked_running:
             with contextlib.suppress(OSError):  # e.g. a full disk: the error below says so; run.json stays valid
                 rf.update_run_file(run_dir, status="failed", error=str(exc))
         on_event(RunFailed(str(run_dir), str(exc)))
@@ -98,15 +98,12 @@ class _Session:
         self.start_epoch = 0
         self.checkpoint: dict[str, Any] | None = None
         self.plan: FineTunePlan | None = None
+        self.marked_running = False  # run.json says "running": from then on every ending must update it
 
     # --- preparation -------------------------------------------------------------------------------
     def prepare(self, resume: bool) -> None:
         self.prepared = prepare_training(self.data_dir, self.config, self.on_event, self.control)
         self.setup, self.model, self.labels = self.prepared.setup, self.prepared.model, self.prepared.labels
-        self.report = self.prepared.report
-        self.train_items = self.report.split_items("train")
-        self.val_items = self.report.split_items("val")
-        self.test_items = self.report.split_items("test")
         self.recorder = EpochRecorder(self.run_dir, self.model, self.config.epochs, self.on_event)
         self.control.check()  # a stop while preparing (scan, model, weights download) leaves no run behind
         if resume:
@@ -120,10 +117,15 @@ class _Session:
                 "preprocessing": self.prepared.cache.preprocessing.to_dict(), "dataset": self._dataset_summary(),
                 "versions": rf.versions(), "device": self.setup.description,
             })
-        write_json_atomic(self.run_dir / rf.SCAN_REPORT_FILE, self.report.to_dict())
+            self.marked_running = True
+            self._record_split()
+        report = self.prepared.report
+        self.train_items = report.split_items("train")
+        self.val_items = report.split_items("val")
+        self.test_items = report.split_items("test")
         if self.prepared.class_weights is not None:
             self.on_event(WarningEvent(
-                f"classes are imbalanced ({self.report.imbalance_ratio:.1f}x): the loss is class-weighted"))
+                f"classes are imbalanced ({report.imbalance_ratio:.1f}x): the loss is class-weighted"))
 
     def _load_resume_state(self) -> None:
         info = rf.read_run(self.run_dir)
@@ -132,44 +134,55 @@ class _Session:
                              f"({', '.join(info.labels)} → {', '.join(self.labels)}); start a new run")
         remove_stale_temporaries(self.run_dir)  # half-written files of a killed process
         self.start_epoch, self.checkpoint = self.recorder.resume(self.setup.device)
+        if self.checkpoint is None and not (self.run_dir / rf.SCAN_REPORT_FILE).is_file():
+            self._record_split()  # killed before recording a split, so before training on one: this scan's is it
+        else:
+            self._use_split(keep_recorded_split(rf.read_scan_report(info), self.prepared.report, self.on_event))
         if self.checkpoint is None:
             self.on_event(WarningEvent(f"{self.run_dir}: no checkpoint yet (the run stopped before its first epoch "
                                        "ended); starting again from epoch 0"))
         else:  # the plan made after the quick head; runs from before plans were recorded get the one for their config
-            recorded = info.raw.get("plan")
-            self.plan = (FineTunePlan.from_dict(recorded) if isinstance(recorded, dict)
-                         else plan_fine_tune(self.config, len(self.model.stages), None))
+            self.plan = info.plan or plan_fine_tune(self.config, len(self.model.stages), None)
         rf.update_run_file(self.run_dir, status="running")
+        self.marked_running = True
+
+    def _record_split(self) -> None:
+        """scan_report.json: the split this run trains on, which resuming and re-evaluating keep to."""
+        write_json_atomic(self.run_dir / rf.SCAN_REPORT_FILE, self.prepared.report.to_dict())
+
+    def _use_split(self, report: ScanReport) -> None:
+        """Train on ``report`` instead of the fresh scan's split; the class weights follow its training counts."""
+        self.prepared = replace(self.prepared, report=report,
+                                class_weights=class_weights_for(self.config, report, self.labels))
 
     def _dataset_summary(self) -> dict[str, Any]:
-        return {"root": str(self.data_dir), "layout": self.report.layout, "classes": self.labels,
-                "counts": self.report.counts, "imbalance_ratio": self.report.imbalance_ratio,
-                "skipped": len(self.report.skipped)}
+        report = self.prepared.report
+        return {"root": str(self.data_dir), "layout": report.layout, "classes": self.labels,
+                "counts": report.counts, "imbalance_ratio": report.imbalance_ratio, "skipped": len(report.skipped)}
 
     # --- running -----------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         self.on_event(RunStarted(str(self.run_dir), self.config.to_dict(), self.setup.description,
                                  self._dataset_summary(), self.start_epoch))
-        status = "completed"
+        evaluation = None
         try:
             self.train_items = self._drop_unreadable(self.train_items)
             self.val_items = self._drop_unreadable(self.val_items)
             if self.start_epoch == 0:
                 self.plan = self._quick_head_and_plan()
             assert self.plan is not None  # set by the quick head, or read back on resume
-            if self.plan.epochs and self.start_epoch <= self.plan.epochs:
+            if self._fine_tune_left(self.plan):
                 frozen = self.prepared.frozen
                 val_features = frozen.evaluation(self.val_items, self.plan.first_trainable, "features (validation)")
                 FineTuner(self.model, self.plan, self.config, self.setup, frozen, self.recorder, self.run_dir,
                           self._drop_unreadable, self.on_event, self.control).run(
                     FineTuneData(self.train_items, self.val_items, val_features, self.prepared.class_weights),
                     self.start_epoch, self.checkpoint)
-        except Cancelled:
+            evaluation = self._final_evaluation()
+            status = "completed"
+        except Cancelled:  # from the quick head to the final evaluation: resumable, with the best epoch so far
             status = "cancelled"
         epochs_run = len(rf.read_metrics(self.run_dir))
-        evaluation = None
-        if status == "completed":
-            evaluation = self._final_evaluation()
         best = self.recorder.best
         rf.update_run_file(self.run_dir, status=status, finished=_now(), best_epoch=best["epoch"],
                            best_val_accuracy=best["val_accuracy"], epochs_completed=epochs_run)
@@ -179,6 +192,12 @@ class _Session:
                                   epochs_run, summary))
         return TrainResult(str(self.run_dir), status, int(best["epoch"]), float(best["val_accuracy"]), epochs_run,
                            evaluation)
+
+    def _fine_tune_left(self, plan: FineTunePlan) -> bool:
+        """Epochs remain that early stopping did not cancel: a run stopped during its final evaluation resumes
+        straight to it."""
+        stopped_early = plan.patience and self.recorder.bad_epochs >= plan.patience
+        return bool(plan.epochs) and self.start_epoch <= plan.epochs and not stopped_early
 
     def _limit_caches(self) -> None:
         """Keep each on-disk cache under its size limit; this run's entries are the most recently used."""
@@ -231,17 +250,14 @@ class _Session:
             if not items:
                 continue
             features = self.prepared.frozen.evaluation(items, first, f"features ({name})")
-            probabilities = logits_from_features(self.model, first, features, self.setup).softmax(1)
+            probabilities = logits_from_features(self.model, first, features, self.setup,
+                                                 control=self.control).softmax(1)
             splits[name] = evaluate_predictions(self.labels, [i.label for i in items], probabilities.numpy(),
                                                 [i.path for i in items])
         document = evaluation_document(self.labels, splits["validation"], splits.get("test"),
-                                       train_counts=[self.report.counts["train"][c] for c in self.labels])
+                                       train_counts=[self.prepared.report.counts["train"][c] for c in self.labels])
         write_json_atomic(self.run_dir / rf.EVALUATION_FILE, document)
         return document
-
-
-def _opt_path(value: str | None) -> Path | None:
-    return Path(value) if value else None
 
 
 def _now() -> str:

@@ -13,9 +13,13 @@ from PySide6.QtWidgets import QMessageBox, QWidget
 
 from desktop.main_window import MainWindow
 from desktop.settings import AppSettings
+from engine.preprocessing import Preprocessing
+from engine.training.config import TrainConfig
+from engine.training.run_folder import RunInfo
 
 Find = Callable[..., QWidget]
 Drop = Callable[[QWidget, Sequence[Path]], None]
+MakeRunInfo = Callable[..., RunInfo]
 
 
 @pytest.fixture
@@ -78,3 +82,20 @@ def drop() -> Drop:
         assert event.isAccepted()
 
     return drop_files
+
+
+@pytest.fixture
+def make_run_info() -> MakeRunInfo:
+    """``make(path, **fields)``: a RunInfo as a two-class run's run.json gives it, with ``fields`` changed."""
+
+    def make(path: Path, **fields: object) -> RunInfo:
+        config = TrainConfig()
+        values: dict[str, object] = {
+            "path": path, "status": "completed", "config": config, "backbone": config.backbone,
+            "labels": ("cat", "dog"), "data_dir": str(path.parent / "data"), "created": None, "device": None,
+            "preprocessing": Preprocessing(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+            "versions": {}, "dataset_counts": None, "plan": None, "best_epoch": None, "best_val_accuracy": None,
+            "epochs_completed": None, "finished": None, "error": None, "raw": {}}
+        return RunInfo(**{**values, **fields})
+
+    return make

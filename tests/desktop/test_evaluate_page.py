@@ -1,15 +1,22 @@
-"""The Evaluate page's export can be cancelled, and says truthfully what was (not) written."""
+"""The Evaluate page: the export can be cancelled and says truthfully what was (not) written; the split switch,
+the mistakes' thumbnails (own thread, superseded ones cancelled) and double-click; only its own jobs' events count."""
 
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QPushButton
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import QComboBox, QLabel, QPushButton
 
+from desktop import jobs
 from desktop.jobs import RunSnapshot
 from desktop.main_window import MainWindow
-from engine.evaluation.metrics import evaluate_predictions, evaluation_document
+from desktop.workers import Job
+from engine.evaluation.metrics import evaluate_predictions, evaluation_document, mistakes
+from engine.events import Progress
 from engine.training import run_folder as rf
 
 
@@ -50,21 +57,125 @@ def _evaluation(right: int) -> dict:
     return evaluation_document(["cat", "dog"], split, None, train_counts=[10, 10])
 
 
-def test_verdict_warns_for_a_weak_model_and_is_hidden_for_an_old_run(window: MainWindow, find, tmp_path: Path) -> None:
+def test_verdict_warns_for_a_weak_model_and_is_hidden_for_an_old_run(window: MainWindow, find, make_run_info,
+                                                                      tmp_path: Path) -> None:
     page = window.evaluate_page
     window.tabs.setCurrentWidget(page)
     label = find("verdictLabel", QLabel)
     weak = _evaluation(right=14)  # 0.70: above the noise bar (0.66) but not halfway from chance to 1 (0.75)
     assert weak["validation"]["verdict"]["level"] == "weak"
-    page.show_snapshot(RunSnapshot(tmp_path, {"status": "completed"}, [], weak, None))
+    page.show_snapshot(RunSnapshot(make_run_info(tmp_path), [], weak, None))
     assert label.isVisible() and page.verdict_icon.isVisible()
     assert "Warning: the model is weak" in label.text() and "--strategy full" in label.text()
 
-    page.show_snapshot(RunSnapshot(tmp_path, {"status": "completed"}, [], _evaluation(right=19), None))
+    page.show_snapshot(RunSnapshot(make_run_info(tmp_path), [], _evaluation(right=19), None))
     assert label.isVisible() and not page.verdict_icon.isVisible()
     assert label.text().startswith("Validation accuracy 0.95 clearly beats") and "Warning" not in label.text()
 
     old = _evaluation(right=14)
     del old["validation"]["verdict"], old["validation"]["baseline"]
-    page.show_snapshot(RunSnapshot(tmp_path, {"status": "completed"}, [], old, None))
+    page.show_snapshot(RunSnapshot(make_run_info(tmp_path), [], old, None))
     assert not label.isVisible()
+
+
+def _photo_split(folder: Path, make_image, right: int) -> dict:
+    """Like ``_evaluation``'s split, on real photos in ``folder``: 40 - 2 * ``right`` mistakes."""
+    truth = [0] * 20 + [1] * 20
+    predicted = [0] * right + [1] * (20 - right) + [1] * right + [0] * (20 - right)
+    photos = [str(make_image(folder / f"{index:02d}.png")) for index in range(40)]
+    return evaluate_predictions(["cat", "dog"], truth, np.eye(2)[predicted], photos)
+
+
+@pytest.fixture
+def two_splits(tmp_path: Path, make_image, make_run_info) -> RunSnapshot:
+    """A run whose validation split has 12 mistakes and whose test split has 6."""
+    validation = _photo_split(tmp_path / "val", make_image, right=14)
+    test = _photo_split(tmp_path / "test", make_image, right=17)
+    evaluation = evaluation_document(["cat", "dog"], validation, test, train_counts=[10, 10])
+    return RunSnapshot(make_run_info(tmp_path), [], evaluation, None)
+
+
+def _thumbnails_shown(view) -> bool:
+    rows = view.model()
+    return all(rows.index(row, 0).data(Qt.ItemDataRole.DecorationRole) is not None for row in range(rows.rowCount()))
+
+
+def test_the_split_switch_shows_the_chosen_split(window: MainWindow, find, two_splits: RunSnapshot) -> None:
+    page = window.evaluate_page
+    page.show_snapshot(two_splits)
+    combo = find("splitCombo", QComboBox)
+    assert [combo.itemText(i) for i in range(combo.count())] == ["Validation", "Test"]
+    assert page.summary.text().startswith("<b>Validation: 70.0% accuracy</b>")
+    assert page.mistakes_view.model().rowCount() == 12
+
+    combo.setCurrentIndex(1)
+    assert page.summary.text().startswith("<b>Test: 85.0% accuracy</b> (34 of 40 images)")
+    assert page.mistakes_box.title() == "Misclassified test images, most confident first (6)"
+    assert page.mistakes_view.paths() == [m["path"] for m in mistakes(two_splits.evaluation["test"])]
+    assert page.metrics.rowCount() == 2 + 3
+    assert page.confusion_view.model().index(0, 0).data() == "17"
+
+
+def test_switching_the_split_cancels_the_superseded_thumbnails(window: MainWindow, qtbot, two_splits: RunSnapshot,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[Job] = []
+    make_job = jobs.thumbnails
+    monkeypatch.setattr(jobs, "thumbnails", lambda paths: made.append(make_job(paths)) or made[-1])
+    page = window.evaluate_page
+    page.show_snapshot(two_splits)
+    page.split_combo.setCurrentIndex(1)
+    assert len(made) == 2 and made[0].control.cancelled and not made[1].control.cancelled
+    qtbot.waitUntil(lambda: _thumbnails_shown(page.mistakes_view), timeout=30_000)
+
+
+def test_thumbnails_load_while_an_export_runs(window: MainWindow, qtbot, two_splits: RunSnapshot) -> None:
+    release = threading.Event()
+    window.runners["evaluate"].submit(Job("Exporting (held)", lambda _e, _c: release.wait(60)))
+    try:
+        window.evaluate_page.show_snapshot(two_splits)
+        qtbot.waitUntil(lambda: _thumbnails_shown(window.evaluate_page.mistakes_view), timeout=10_000)
+    finally:
+        release.set()
+
+
+def test_double_clicking_a_mistake_opens_its_photo(window: MainWindow, qtbot, two_splits: RunSnapshot,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[str] = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()) or True)
+    page = window.evaluate_page
+    window.tabs.setCurrentWidget(page)
+    page.show_snapshot(two_splits)
+    view = page.mistakes_view
+    qtbot.waitUntil(view.isVisible)
+    cell = view.visualRect(view.model().index(1, 4)).center()
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=cell)  # QTest's double-click is only its end
+    qtbot.mouseDClick(view.viewport(), Qt.MouseButton.LeftButton, pos=cell)
+    assert opened == [mistakes(two_splits.evaluation["validation"])[1]["path"]]
+
+
+def test_progress_of_another_job_does_not_move_the_export_bar(window: MainWindow, qtbot, make_run_info,
+                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+
+    def held_export(_run_dir: Path, _out: Path | None = None, *, quantize: str | None = None) -> Job:
+        def run(on_event, control) -> None:
+            on_event(Progress("exporting the graph", 1, 3))
+            release.wait(60)
+            control.check()
+
+        return Job("Exporting (held)", run)
+
+    monkeypatch.setattr(jobs, "export", held_export)
+    (tmp_path / rf.BEST_FILE).touch()
+    page = window.evaluate_page
+    page.show_snapshot(RunSnapshot(make_run_info(tmp_path), [], None, None))
+    runner = window.runners["evaluate"]
+    try:
+        with qtbot.waitSignal(runner.progress, timeout=10_000):
+            page.export()
+        assert (page.export_progress.value(), page.export_progress.maximum()) == (1, 3)
+        runner.progress.emit(Job("Opening an earlier run", lambda _e, _c: None), Progress("reading", 5, 9))
+        assert (page.export_progress.value(), page.export_progress.maximum()) == (1, 3)
+    finally:
+        runner.cancel()
+        release.set()

@@ -50,7 +50,7 @@ def test_open_train_evaluate_export_predict(window, find, drop, qtbot, small_dat
         qtbot.mouseClick(start, Qt.MouseButton.LeftButton)
         assert not start.isEnabled()  # a second run cannot be started while one runs
         assert find("stopButton", QPushButton).isEnabled()
-    assert finished.args[0].status == "completed"
+    assert finished.args[1].status == "completed"
     qtbot.waitUntil(start.isEnabled, timeout=10_000)
     run_dir = window.train_page.run_dir
     assert run_dir is not None and run_dir.parent.name == "runs"
@@ -97,6 +97,7 @@ def test_open_train_evaluate_export_predict(window, find, drop, qtbot, small_dat
     qtbot.waitUntil(lambda: predictions.index(0, 0).data(Qt.ItemDataRole.DecorationRole) is not None, timeout=30_000)
     assert window.grab().save(str(shots / "predict.png"))
     out = tmp_path / "predictions.csv"
-    window.predict_page.save_results(out)
+    window.predict_page.save_results(out)  # written on the Predict page's file runner
+    qtbot.waitUntil(lambda: window.predict_page.status.text().startswith("Saved"), timeout=30_000)
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
-    assert len(rows) == len(photos) and rows[0]["predicted"] in evaluation["labels"]
+    assert len(rows) == len(photos) and rows[0]["label"] in evaluation["labels"]

@@ -33,7 +33,7 @@ def test_pause_stop_and_resume_keep_the_ui_consistent(window, find, qtbot, small
     worker = window.runners["training"]
     start, pause, stop, resume = (find(name, QPushButton) for name in
                                   ("startButton", "pauseButton", "stopButton", "resumeButton"))
-    with qtbot.waitSignal(worker.epoch_ended, timeout=TIMEOUT_MS, check_params_cb=lambda e: e.epoch == 1):
+    with qtbot.waitSignal(worker.epoch_ended, timeout=TIMEOUT_MS, check_params_cb=lambda _job, e: e.epoch == 1):
         _start(window, find, qtbot, epochs=3)
     assert not find("findLearningRateButton", QPushButton).isEnabled()  # no learning-rate sweep while training
     qtbot.mouseClick(pause, Qt.MouseButton.LeftButton)
@@ -41,7 +41,7 @@ def test_pause_stop_and_resume_keep_the_ui_consistent(window, find, qtbot, small
     with qtbot.waitSignal(worker.run_finished, timeout=TIMEOUT_MS) as finished:
         qtbot.mouseClick(stop, Qt.MouseButton.LeftButton)  # a paused run wakes up to stop
         assert not stop.isEnabled() and not pause.isEnabled()
-    assert finished.args[0].status == "cancelled"
+    assert finished.args[1].status == "cancelled"
     qtbot.waitUntil(start.isEnabled, timeout=10_000)
     assert not stop.isEnabled() and not pause.isEnabled() and pause.text() == "Pause"
     run_dir = window.train_page.run_dir
@@ -57,7 +57,7 @@ def test_pause_stop_and_resume_keep_the_ui_consistent(window, find, qtbot, small
     with qtbot.waitSignal(worker.run_finished, timeout=TIMEOUT_MS) as finished:
         qtbot.mouseClick(resume, Qt.MouseButton.LeftButton)
         assert not start.isEnabled() and not resume.isEnabled()
-    assert finished.args[0].status == "completed"
+    assert finished.args[1].status == "completed"
     assert rf.read_run(run_dir).status == "completed"
     assert len(rf.read_metrics(run_dir)) == 4 > epochs_before
     qtbot.waitUntil(start.isEnabled, timeout=10_000)

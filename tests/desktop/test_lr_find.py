@@ -16,6 +16,7 @@ from desktop.main_window import MainWindow
 from desktop.workers import Job
 from engine.control import RunControl
 from engine.events import EventSink, Progress
+from engine.training.config import TrainConfig
 
 TIMEOUT_MS = 240_000
 STEPS = 20
@@ -73,8 +74,8 @@ def held_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
     (cancel wakes a paused run, which then stops at its next check)."""
     make_job = jobs.find_learning_rate
 
-    def held(data_dir: Path, options: dict, *, steps: int | None = None) -> Job:
-        job = make_job(data_dir, options, steps=STEPS)
+    def held(data_dir: Path, config: TrainConfig, *, steps: int | None = None) -> Job:
+        job = make_job(data_dir, config, steps=STEPS)
         sweep = job.function
 
         def run(on_event: EventSink, control: RunControl) -> object:
@@ -96,7 +97,7 @@ def test_stopping_the_sweep_leaves_the_page_usable(window: MainWindow, find, qtb
     _open_dataset(window, qtbot, small_data)
     runner = window.runners["training"]
     find_button, start = find("findLearningRateButton", QPushButton), find("startButton", QPushButton)
-    with qtbot.waitSignal(runner.progress, timeout=TIMEOUT_MS, check_params_cb=lambda e: e.phase == SWEEP_PHASE):
+    with qtbot.waitSignal(runner.progress, timeout=TIMEOUT_MS, check_params_cb=lambda _job, e: e.phase == SWEEP_PHASE):
         qtbot.mouseClick(find_button, Qt.MouseButton.LeftButton)
     assert not start.isEnabled()
     with qtbot.waitSignal(runner.aborted, timeout=60_000):

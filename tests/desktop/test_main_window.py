@@ -10,10 +10,11 @@ from pathlib import Path
 import pyqtgraph as pg
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QAbstractItemView, QComboBox, QMessageBox, QPushButton, QSpinBox
+from PySide6.QtGui import QAction, QColor, QPalette
+from PySide6.QtWidgets import QAbstractItemView, QComboBox, QFileDialog, QMessageBox, QPushButton, QSpinBox
 
 from desktop import paths
+from desktop.jobs import RunSnapshot
 from desktop.main_window import MainWindow
 from desktop.widgets.confusion_matrix import ConfusionMatrixView
 from desktop.widgets.plots import MetricPlot
@@ -152,3 +153,67 @@ def test_plots_and_heatmap_follow_a_dark_palette(qtbot) -> None:
     empty = view.model().index(1, 0)
     assert empty.data(Qt.ItemDataRole.BackgroundRole) == QColor(30, 30, 30)
     assert empty.data(Qt.ItemDataRole.ForegroundRole) == QColor(Qt.GlobalColor.white)
+
+
+def _action(window: MainWindow, text: str) -> QAction:
+    return next(action for menu in window.menuBar().actions() for action in menu.menu().actions()
+                if action.text() == text)
+
+
+def test_export_model_as_asks_where_and_exports_there(window: MainWindow, make_run_info, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+    target = tmp_path / "elsewhere" / "mine.onnx"
+    target.parent.mkdir()
+
+    def save_dialog(_parent, _title, default, _filter):
+        asked.append(default)
+        return str(target), ""
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", save_dialog)
+    exported: list[Path | None] = []
+    monkeypatch.setattr(window.evaluate_page, "export", exported.append)
+    export_as = _action(window, "&Export model as…")
+    export_as.trigger()  # no run yet
+    assert not asked and not exported and "Export needs a trained run" in window.notice.message.text()
+
+    window.evaluate_page.show_snapshot(RunSnapshot(make_run_info(tmp_path / "run-7"), [], None, None))
+    export_as.trigger()
+    assert Path(asked[0]).name == "run-7.onnx" and exported == [target]
+    assert window.tabs.currentWidget() is window.evaluate_page
+    assert window.settings.last_folder("export") == str(target.parent)
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *_args: ("", ""))  # the dialog cancelled
+    export_as.trigger()
+    assert exported == [target]
+
+
+MENU_SHORTCUTS = {"Open &dataset…": "Ctrl+O", "Open &run…": "Ctrl+Shift+O", "Open &model…": "Ctrl+M",
+                  "&Export model as…": "Ctrl+Shift+E", "&Save results…": "Ctrl+S", "&Quit": "Ctrl+Q",
+                  "Data": "Ctrl+1", "Train": "Ctrl+2", "Evaluate": "Ctrl+3", "Predict": "Ctrl+4"}
+
+
+def test_menu_shortcuts_are_the_readmes_and_work(window: MainWindow, qtbot, make_run_info,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    for text, keys in MENU_SHORTCUTS.items():
+        assert _action(window, text).shortcut().toString() == keys, text
+    dialogs: list[str] = []
+    for name in ("getExistingDirectory", "getOpenFileName", "getSaveFileName"):
+        monkeypatch.setattr(QFileDialog, name, lambda *_args, name=name: dialogs.append(name) or
+                            ("" if name == "getExistingDirectory" else ("", "")))
+    window.activateWindow()
+    qtbot.waitActive(window)
+    ctrl, shift = Qt.KeyboardModifier.ControlModifier, Qt.KeyboardModifier.ShiftModifier
+    for key, page in ((Qt.Key.Key_2, window.train_page), (Qt.Key.Key_4, window.predict_page),
+                      (Qt.Key.Key_3, window.evaluate_page), (Qt.Key.Key_1, window.data_page)):
+        qtbot.keyClick(window, key, ctrl)
+        assert window.tabs.currentWidget() is page
+    qtbot.keyClick(window, Qt.Key.Key_O, ctrl)  # Open dataset…
+    qtbot.keyClick(window, Qt.Key.Key_O, ctrl | shift)  # Open run…
+    qtbot.keyClick(window, Qt.Key.Key_M, ctrl)  # Open model…
+    assert dialogs == ["getExistingDirectory", "getExistingDirectory", "getOpenFileName"]
+    window.evaluate_page.show_snapshot(RunSnapshot(make_run_info(Path("run")), [], None, None))
+    qtbot.keyClick(window, Qt.Key.Key_E, ctrl | shift)  # Export model as…
+    assert dialogs[-1] == "getSaveFileName"
+    qtbot.keyClick(window, Qt.Key.Key_Q, ctrl)
+    assert not window.isVisible()

@@ -27,7 +27,7 @@ def predictor_window(qtbot, settings: AppSettings) -> Iterator[PredictorWindow]:
     qtbot.waitExposed(window)
     yield window
     window.close()
-    qtbot.waitUntil(lambda: not window.runner.running, timeout=60_000)
+    qtbot.waitUntil(lambda: not any(runner.running for runner in window.runner_list()), timeout=60_000)
     window.deleteLater()
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-from PySide6.QtCore import QThread
+import shiboken6
+from PySide6.QtCore import QCoreApplication, QEvent, QThread
 
 from desktop.workers import Job, JobRunner
 from engine.events import BatchProgress, EpochEnded, Info, Progress, RunFailed, Warning_
@@ -46,7 +47,7 @@ def test_an_exception_becomes_failed_with_its_traceback(runner: JobRunner, qtbot
         runner.submit(Job("next", lambda _e, _c: 1))
 
 
-def test_engine_events_become_typed_signals(runner: JobRunner, qtbot) -> None:
+def test_engine_events_become_typed_signals_that_carry_their_job(runner: JobRunner, qtbot) -> None:
     epoch = EpochEnded(1, 2, "fine-tune", 0.5, 0.8, 0.6, 0.7, 1e-3, 1.0, 10.0, True)
     batch = BatchProgress(1, 1, 3, 0.5, 12.0, 2.0)
 
@@ -58,10 +59,11 @@ def test_engine_events_become_typed_signals(runner: JobRunner, qtbot) -> None:
     received = []
     for name in ("progress", "info", "warning", "batch_progress", "epoch_ended", "failed"):
         getattr(runner, name).connect(lambda *args, name=name: received.append((name, *args)))
+    job = Job("events", emits)
     with qtbot.waitSignal(runner.finished, timeout=10_000):
-        runner.submit(Job("events", emits))
-    assert received == [("progress", Progress("scanning", 1, 2)), ("info", "hello"), ("warning", "careful"),
-                        ("batch_progress", batch), ("epoch_ended", epoch)]
+        runner.submit(job)
+    assert received == [("progress", job, Progress("scanning", 1, 2)), ("info", job, "hello"),
+                        ("warning", job, "careful"), ("batch_progress", job, batch), ("epoch_ended", job, epoch)]
 
 
 def test_cancel_stops_a_running_job_and_drops_queued_ones(runner: JobRunner, qtbot) -> None:
@@ -96,3 +98,14 @@ def test_stop_ends_the_thread_and_drops_new_jobs(qtbot) -> None:
     assert late.control.cancelled and not runner.running and not runner.busy
     qtbot.wait(50)
     assert not ran
+
+
+def test_the_worker_is_deleted_with_its_thread(qtbot) -> None:
+    runner = JobRunner("short")
+    with qtbot.waitSignal(runner.finished, timeout=10_000):
+        runner.submit(Job("one", lambda _e, _c: None))
+    worker = runner.worker
+    runner.stop()
+    assert runner.wait(10_000)
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    assert not shiboken6.isValid(worker)

@@ -35,3 +35,13 @@ def test_append_line(tmp_path: Path) -> None:
     append_line_atomic(path, '{"epoch": 0}')
     append_line_atomic(path, '{"epoch": 1}\n')
     assert path.read_text() == '{"epoch": 0}\n{"epoch": 1}\n'
+
+
+def test_writes_work_without_fchmod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows has os.fchmod only from Python 3.13: every write must work, with the usual permissions, without it."""
+    monkeypatch.delattr(os, "fchmod", raising=False)
+    target = tmp_path / "run.json"
+    write_bytes_atomic(target, b"{}")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert target.read_bytes() == b"{}" and target.stat().st_mode & 0o777 == 0o666 & ~umask

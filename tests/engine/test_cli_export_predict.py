@@ -1,4 +1,7 @@
-"""`transfer-studio export` and `predict`: agreement with evaluation.json, output formats, exit codes."""
+"""`transfer-studio export` and `predict`: agreement with evaluation.json, output formats, exit codes.
+
+Exporting writes export_parity.json into the run folder, so this module exports from its own copy of the shared run.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import contextlib
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,12 +18,17 @@ from engine.cli import main
 
 
 @pytest.fixture(scope="module")
-def exported(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """`transfer-studio export RUN --out FILE`, once per module: the file and what the command printed."""
-    out = tmp_path_factory.mktemp("cli_export") / "exported.onnx"
+def run_dir(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return Path(shutil.copytree(trained_run, tmp_path_factory.mktemp("cli_export") / "run"))
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir: Path) -> tuple[Path, str]:
+    """`transfer-studio export RUN --out FILE --quantize int8`, once per module: the file and what it printed."""
+    out = run_dir.parent / "exported.onnx"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert main(["export", str(trained_run), "--out", str(out)]) == 0
+        assert main(["export", str(run_dir), "--out", str(out), "--quantize", "int8"]) == 0
     return out, printed.getvalue()
 
 
@@ -29,16 +38,45 @@ def cli_model(exported: tuple[Path, str]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def validation(trained_run: Path) -> list[dict]:
-    return json.loads((trained_run / "evaluation.json").read_text(encoding="utf-8"))["validation"]["predictions"]
+def validation(run_dir: Path) -> list[dict]:
+    return json.loads((run_dir / "evaluation.json").read_text(encoding="utf-8"))["validation"]["predictions"]
 
 
-def test_export_prints_parity(trained_run: Path, exported: tuple[Path, str]) -> None:
+def test_export_prints_parity(run_dir: Path, exported: tuple[Path, str]) -> None:
     model, printed = exported
     assert model.is_file() and str(model) in printed
     assert "top-1 agreement 100.0%" in printed and "max |logit difference|" in printed
-    report = json.loads((trained_run / "export_parity.json").read_text(encoding="utf-8"))
+    report = json.loads((run_dir / "export_parity.json").read_text(encoding="utf-8"))
     assert report["model"] == str(model) and report["passed"] and report["top1_agreement"] == 1.0
+
+
+def test_export_int8_writes_and_reports_the_smaller_model(run_dir: Path, exported: tuple[Path, str]) -> None:
+    model, printed = exported
+    quantized = model.with_name("exported.int8.onnx")
+    line = next(line for line in printed.splitlines() if "int8 model" in line)
+    assert str(quantized) in line and "top-1 agreement" in line
+    assert quantized.stat().st_size * 3 < model.stat().st_size
+    report = json.loads((run_dir / "export_parity.json").read_text(encoding="utf-8"))
+    assert report["int8"]["model"] == str(quantized)
+
+
+def test_int8_failure_names_the_float_model_it_wrote(run_dir: Path, exported: tuple[Path, str], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import onnx
+
+    import engine.export
+
+    def failing(*_args: object) -> None:
+        raise engine.export.ExportError("int8 quantization failed: RuntimeError: boom")
+
+    monkeypatch.setattr(engine.export, "export_proto", lambda *_args: onnx.load(exported[0]))  # skip tracing
+    monkeypatch.setattr(engine.export, "_write_int8", failing)
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(run_dir), "--out", str(out), "--quantize", "int8"]) == 1
+    printed = capsys.readouterr()
+    assert f"exported {out}" in printed.out and "top-1 agreement 100.0%" in printed.out
+    assert f"{out} was written" in printed.err and "boom" in printed.err and "nothing was written" not in printed.err
+    assert out.is_file() and not (tmp_path / "m.int8.onnx").exists()
 
 
 def test_predict_agrees_with_evaluation_json(cli_model: Path, validation: list[dict], capsys) -> None:
@@ -99,10 +137,10 @@ def test_predict_bad_model_and_no_inputs_exit_2(cli_model: Path, tmp_path: Path,
     assert "no images" in err and "gone.jpg" in err and err.count("\n") == 0
 
 
-def test_export_errors(tmp_path: Path, trained_run: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_export_errors(tmp_path: Path, run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     assert main(["export", str(tmp_path / "no-run")]) == 2
     assert "not a run folder" in capsys.readouterr().err
-    assert main(["export", str(trained_run), "--opset", "9", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert main(["export", str(run_dir), "--opset", "9", "--out", str(tmp_path / "m.onnx")]) == 2
     assert "opset" in capsys.readouterr().err
 
     import engine.export
@@ -111,5 +149,5 @@ def test_export_errors(tmp_path: Path, trained_run: Path, monkeypatch: pytest.Mo
         raise engine.export.ExportError("onnxruntime disagrees with PyTorch")
 
     monkeypatch.setattr(engine.export, "export_onnx", failing)
-    assert main(["export", str(trained_run)]) == 1
+    assert main(["export", str(run_dir)]) == 1
     assert "export failed: onnxruntime disagrees" in capsys.readouterr().err

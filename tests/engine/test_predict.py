@@ -83,7 +83,7 @@ def test_predictor_matches_pytorch_on_real_photos(predictor: Predictor, model_pa
                                                   tmp_path: Path) -> None:
     import torch
 
-    from engine.training.evaluate_run import load_trained_model
+    from engine.backbones.inference import load_trained_model
 
     paths = _save_photos(tmp_path / "photos")
     labels = predictor.info.labels

@@ -12,6 +12,7 @@ from PySide6.QtCore import QElapsedTimer, QObject, Qt, QTimer, Slot
 from PySide6.QtWidgets import QAbstractItemView, QMessageBox, QPushButton, QSpinBox
 
 from desktop.main_window import MainWindow
+from engine.training import run_folder as rf
 
 PHOTOS = 2000
 STOP_AFTER = 640  # rows shown before pressing Stop: several seconds of inference on this CPU
@@ -110,7 +111,7 @@ def test_a_second_training_cannot_be_started_while_one_runs(window, find, qtbot,
     find("batchSizeSpin", QSpinBox).setValue(4)
     runner, page = window.runners["training"], window.train_page
     started: list[object] = []
-    runner.run_started.connect(started.append)
+    runner.run_started.connect(lambda _job, event: started.append(event))
     start, resume = find("startButton", QPushButton), find("resumeButton", QPushButton)
     with qtbot.waitSignal(runner.run_started, timeout=TIMEOUT_MS):
         qtbot.mouseClick(start, Qt.MouseButton.LeftButton)
@@ -137,7 +138,7 @@ def test_a_second_training_cannot_be_started_while_one_runs(window, find, qtbot,
 
 def _start_scan(window: MainWindow, qtbot, paths: dict[str, Path]) -> None:
     with qtbot.waitSignal(window.runners["data"].progress, timeout=TIMEOUT_MS,
-                          check_params_cb=lambda event: event.phase == "validating"):
+                          check_params_cb=lambda _job, event: event.phase == "validating"):
         window.data_page.open_dataset(paths["photos"])
 
 
@@ -152,7 +153,7 @@ def _start_export(window: MainWindow, qtbot, paths: dict[str, Path]) -> None:
     with qtbot.waitSignal(window.evaluate_page.run_opened, timeout=TIMEOUT_MS):
         window.open_run(paths["run"])
     with qtbot.waitSignal(window.runners["evaluate"].progress, timeout=TIMEOUT_MS,
-                          check_params_cb=lambda event: event.done == 1):  # "exporting the graph"
+                          check_params_cb=lambda _job, event: event.done == 1):  # "exporting the graph"
         window.evaluate_page.export(paths["out"])
 
 
@@ -162,7 +163,28 @@ def _start_prediction(window: MainWindow, qtbot, paths: dict[str, Path]) -> None
         window.predict_page.classify([paths["photos"]])
 
 
-PHASES = {"scan": _start_scan, "training": _start_training, "export": _start_export, "prediction": _start_prediction}
+def _scan_stopped(window: MainWindow, _paths: dict[str, Path]) -> bool:
+    return window.data_page.report is None  # a stopped scan shows no half-scanned dataset
+
+
+def _training_stopped(window: MainWindow, _paths: dict[str, Path]) -> bool:
+    """The new run folder is removed (stopped while preparing) or kept as a cancelled, resumable run."""
+    run_dir = window.train_page.run_dir
+    return not run_dir.exists() or rf.read_run(run_dir).status == "cancelled"
+
+
+def _export_stopped(_window: MainWindow, paths: dict[str, Path]) -> bool:
+    out = paths["out"]
+    return not out.exists() and not [path for path in out.parent.iterdir() if path.name.endswith(".tmp")]
+
+
+def _prediction_stopped(window: MainWindow, _paths: dict[str, Path]) -> bool:
+    return 0 < len(window.predict_page.results) < PHOTOS
+
+
+# phase -> (start it, then check that closing stopped it without finishing it or leaving half-written files)
+PHASES = {"scan": (_start_scan, _scan_stopped), "training": (_start_training, _training_stopped),
+          "export": (_start_export, _export_stopped), "prediction": (_start_prediction, _prediction_stopped)}
 
 
 @pytest.mark.parametrize("phase", PHASES)
@@ -176,12 +198,13 @@ def test_closing_during_work_ends_every_thread_cleanly(phase: str, make_window, 
     qtbot.waitExposed(window)
     paths = {"photos": many_photos, "small_data": small_data, "run": trained_run, "model": exported_model,
              "out": tmp_path / "exported.onnx"}
-    PHASES[phase](window, qtbot, paths)
+    start, stopped = PHASES[phase]
+    start(window, qtbot, paths)
     assert any(runner.busy for runner in window.runners.values())
 
     window.close()
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=TIMEOUT_MS)
     assert not any(runner.qthread.isRunning() for runner in window.runners.values())
+    qtbot.waitUntil(lambda: not any(runner.busy for runner in window.runners.values()))  # every end reported
     assert not [record for record in qtlog.records if "QThread" in record.message]
-    assert not paths["out"].exists()  # a stopped export writes nothing
-    assert not [path for path in tmp_path.iterdir() if path.name.endswith(".tmp")]
+    assert stopped(window, paths)

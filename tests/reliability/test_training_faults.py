@@ -218,7 +218,7 @@ def test_a_full_disk_while_updating_run_json_keeps_it_valid_and_resumable(small_
                                                                          full_disk: FullDisk, capsys,
                                                                          error_line: Callable[[str], str]) -> None:
     run = tmp_path / "run"
-    full_disk.fill(rf.RUN_FILE, after=1)  # run.json is created; the final status update finds the disk full
+    full_disk.fill(rf.RUN_FILE, after=2)  # created, plan added; the final update: disk full
     assert main(["train", str(small_data), "--out", str(run), "--strategy", "feature-extract",
                  "--batch-size", "4"]) == 2
     line = error_line(capsys.readouterr().err)

@@ -15,15 +15,26 @@ from engine.backbones.weights import (
 
 
 class _Payload:
+    """Unpickling this creates ``marker``: code from the file would have run."""
+
+    def __init__(self, marker) -> None:  # noqa: ANN001
+        self.marker = str(marker)
+
     def __reduce__(self):  # noqa: ANN204 - pickle protocol
-        return (print, ("pwned",))
+        return (open, (self.marker, "w"))
 
 
-def test_pickle_payload_is_refused(tmp_path) -> None:
+def test_pickle_payload_is_refused_and_never_runs(tmp_path) -> None:
+    marker = tmp_path / "pwned"
+    data = pickle.dumps({"weight": _Payload(marker)})
+    pickle.loads(data).pop("weight").close()  # the payload is live: a plain unpickle runs it
+    assert marker.exists()
+    marker.unlink()
     path = tmp_path / "evil.pth"
-    path.write_bytes(pickle.dumps({"weight": _Payload()}))
+    path.write_bytes(data)
     with pytest.raises(WeightsUnavailableError, match="evil.pth"):
         load_state_dict_file(path)
+    assert not marker.exists()
 
 
 def test_local_weights_file_loads_into_torchvision_backbone(tmp_path) -> None:

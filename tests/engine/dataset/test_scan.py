@@ -254,11 +254,18 @@ def test_progress_and_warnings_are_emitted(tmp_path: Path, make_dataset):
     assert any(isinstance(event, Warning_) and "imbalanced" in event.message for event in events)
 
 
-def test_cancel_stops_the_scan(tmp_path: Path, make_dataset):
-    control = RunControl()
-    control.cancel()
+def test_cancel_stops_the_scan_between_class_folders(tmp_path: Path, make_dataset):
+    control, events = RunControl(), []
+
+    def cancel_after_the_first_folder(event: object) -> None:
+        events.append(event)
+        if isinstance(event, Progress) and event.phase == "scanning":
+            control.cancel()
+
     with pytest.raises(Cancelled):
-        scan_dataset(make_dataset(tmp_path / "data", {"a": 3, "b": 3}), control=control)
+        scan_dataset(make_dataset(tmp_path / "data", {"a": 3, "b": 3, "c": 3}), control=control,
+                     on_event=cancel_after_the_first_folder)
+    assert [(e.phase, e.message) for e in events] == [("scanning", "a")], "stopped before listing b or decoding"
 
 
 def test_an_unreadable_sub_folder_is_listed_as_skipped(tmp_path: Path, make_dataset, make_image, monkeypatch):

@@ -65,16 +65,29 @@ def test_cancel_stops_before_every_file_is_decoded(tmp_path: Path):
     assert len(decoded) < 200
 
 
+class _ObservedResume(threading.Event):
+    """RunControl's resume event, telling the test when a worker starts waiting on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not self.is_set():
+            self.waiting.set()
+        return super().wait(timeout)
+
+
 def test_pause_blocks_workers_until_resumed(tmp_path: Path):
     control = RunControl()
-    control.pause()
+    control._resume = resume = _ObservedResume()  # cleared: paused
     results = []
     worker = threading.Thread(
         target=lambda: results.append(decode_in_parallel([tmp_path / "a"], str, phase="v", control=control))
     )
     worker.start()
-    time.sleep(0.05)
-    assert results == []
+    assert resume.waiting.wait(timeout=5), "the worker waits for the run to be resumed"
+    assert results == [] and control.paused
     control.resume()
     worker.join(timeout=5)
     assert results == [[str(tmp_path / "a")]]

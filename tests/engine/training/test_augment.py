@@ -21,9 +21,23 @@ def _as_tensor(pixels: np.ndarray) -> torch.Tensor:
 @pytest.mark.parametrize("preset", AUGMENT_PRESETS)
 @pytest.mark.parametrize(("height", "width"), [(40, 57), (61, 40), (40, 40)])
 def test_every_preset_gives_a_normalised_float32_crop(preset, height, width):
-    output = build_train_transform(preset, IMAGENET)(_as_tensor(_cached_image(height, width)))
-    assert output.shape == (3, 32, 32)
-    assert output.dtype == torch.float32
+    """Uniform noise: pixels in [0, 1] have mean 1/2 and std 1/sqrt(12) before normalising with ImageNet's
+    statistics. Augmentation moves them (interpolation smooths, colour ops shift), but an output that was not
+    normalised, or was normalised twice, is far outside these bounds."""
+    mean, std = np.array(IMAGENET.mean), np.array(IMAGENET.std)
+    transform = build_train_transform(preset, IMAGENET)
+    outputs = []
+    for seed in range(20):
+        torch.manual_seed(seed)
+        outputs.append(transform(_as_tensor(_cached_image(height, width, seed))))
+    assert all(o.shape == (3, 32, 32) and o.dtype == torch.float32 for o in outputs)
+    values = torch.stack(outputs).numpy()
+    lowest, highest = values.min(axis=(0, 2, 3)), values.max(axis=(0, 2, 3))
+    assert np.all(lowest >= -mean / std - 1e-5) and np.all(highest <= (1 - mean) / std + 1e-5)  # from [0, 1]
+    channel_means = values.mean(axis=(2, 3)).mean(axis=0)
+    std_ratios = values.std(axis=(2, 3)).mean(axis=0) / (1 / np.sqrt(12) / std)
+    np.testing.assert_allclose(channel_means, (0.5 - mean) / std, atol=0.4)
+    assert np.all((std_ratios > 0.4) & (std_ratios < 1.1)), std_ratios
 
 
 @pytest.mark.parametrize(

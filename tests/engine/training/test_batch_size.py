@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine.backbones.inference import forward_in_batches
 from engine.training import batch_size as batch_size_module
 from engine.training.batch_size import CANDIDATES, BatchSizeTuner
 from engine.training.device import resolve_device
-from engine.training.quick_head import forward_in_batches
 
 
 @pytest.fixture(autouse=True)

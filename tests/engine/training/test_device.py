@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from engine.training.device import resolve_device, to_device
+from engine.training.device import DeviceSetup, resolve_device, to_device
 
 
 def test_cpu_copies_keep_values_and_make_images_channels_last() -> None:
@@ -19,3 +19,20 @@ def test_an_unavailable_device_is_an_error_not_a_fallback() -> None:
         pytest.skip("this machine has CUDA")
     with pytest.raises(ValueError, match="no CUDA GPU is available"):
         resolve_device("cuda")
+
+
+def test_pins_only_a_pageable_cpu_tensor_bound_for_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pinning copies the tensor: worth it only before an asynchronous copy to CUDA, and only once."""
+    pinned: list[torch.Tensor] = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: pinned.append(self) or self)
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *_args, **_kwargs: self)  # no GPU here: stay put
+    cuda = DeviceSetup("cuda", torch.bfloat16, False, True, "fake CUDA")
+    tensor = torch.randn(2, 3)
+    to_device(tensor, resolve_device("cpu"))
+    assert pinned == []
+    monkeypatch.setattr(torch.Tensor, "is_pinned", lambda self: True)
+    to_device(tensor, cuda)
+    assert pinned == []
+    monkeypatch.setattr(torch.Tensor, "is_pinned", lambda self: False)
+    to_device(tensor, cuda)
+    assert len(pinned) == 1

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from engine.backbones.registry import get_backbone
@@ -12,6 +13,8 @@ from engine.events import Info
 from engine.training.config import TrainConfig
 from engine.training.feature_cache import FeatureCache
 from engine.training.trainer import train
+
+pytestmark = pytest.mark.usefixtures("private_cache")  # the tests count cache hits: they need an empty cache
 
 
 def _cache_lines(events: list) -> list[str]:

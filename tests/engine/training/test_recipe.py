@@ -72,7 +72,8 @@ def test_the_run_picks_shallow_on_photos_and_deep_on_what_frozen_features_cannot
     config = TrainConfig(epochs=1, batch_size=8)
     train(sample_data, tmp_path / "photos", config)
     train(_fine_texture_dataset(tmp_path / "texture"), tmp_path / "texture-run", config)
-    photos, texture = (rf.read_run(tmp_path / name).raw for name in ("photos", "texture-run"))
-    assert photos["plan"]["depth"] == "shallow", photos["plan"]["reason"]
-    assert texture["plan"]["depth"] == "deep", texture["plan"]["reason"]
-    assert texture["plan"]["first_trainable"] < photos["plan"]["first_trainable"]
+    photos, texture = (rf.read_run(tmp_path / name).plan for name in ("photos", "texture-run"))
+    assert photos is not None and texture is not None
+    assert photos.depth == "shallow", photos.reason
+    assert texture.depth == "deep", texture.reason
+    assert texture.first_trainable < photos.first_trainable

@@ -1,9 +1,22 @@
 """Each strategy trains exactly the parameters it should, and frozen BatchNorm statistics never move."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from engine.backbones.build import create_model
+from engine.backbones.registry import get_backbone
+from engine.control import RunControl
+from engine.dataset.cache import DecodedImageCache
+from engine.dataset.scan import scan_dataset
+from engine.events import ignore_event
+from engine.training.augment import build_train_transform
+from engine.training.config import TrainConfig
+from engine.training.device import resolve_device
+from engine.training.frozen_features import FrozenFeatures
+from engine.training.loop import cross_entropy, train_one_epoch, warmup_cosine
+from engine.training.quick_head import labels_tensor
 from engine.training.strategies import (
     TRAINED_BATCHNORM_MOMENTUM,
     apply_strategy,
@@ -45,25 +58,32 @@ def test_full_trains_everything(model) -> None:  # noqa: ANN001
     assert all(p.requires_grad for p in model.parameters())
 
 
-def test_frozen_stages_get_no_gradient_and_keep_batchnorm_statistics(model) -> None:  # noqa: ANN001
+def test_frozen_stages_get_no_gradient_and_keep_batchnorm_statistics(small_data: Path) -> None:
+    """The training path itself: the frozen stages' outputs from FrozenFeatures, then train_one_epoch on the top."""
+    model = create_model("efficientnet_lite0", num_classes=2)
     first = len(model.stages) - 2
+    config, setup = TrainConfig(device="cpu"), resolve_device("cpu")
+    preprocessing = get_backbone(config.backbone).preprocessing()
+    cache = DecodedImageCache(preprocessing)
+    items = scan_dataset(small_data, cache=cache).split_items("train")
+    frozen = FrozenFeatures(model, config, "test", cache, build_train_transform(config.augment, preprocessing), setup,
+                            ignore_event, RunControl())
     apply_strategy(model, first)
-    set_train_mode(model, first, train_batchnorm=False)
-    frozen_buffers = {k: v.clone() for k, v in model.stages[:first].state_dict().items()}
-    for p in model.parameters():
-        p.grad = None
-    x = torch.randn(4, 3, 96, 96)
-    with torch.no_grad():
-        features = x
-        for stage in model.stages[:first]:
-            features = stage(features)
-    for stage in model.stages[first:]:
-        features = stage(features)
-    model.head(features).sum().backward()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    features, targets = frozen.augmented(items, first, 0, "x", on_disk=False), labels_tensor(i.label for i in items)
+    batches = [(features[i:i + 4], targets[i:i + 4]) for i in range(0, len(items), 4)]
+    optimizer = torch.optim.AdamW(parameter_groups(model, first, 1e-2, 0.1))
+    train_one_epoch(model, first, batches, optimizer, warmup_cosine(optimizer, 0, len(batches)),
+                    cross_entropy(None, 0.0), setup, lambda: set_train_mode(model, first, train_batchnorm=False),
+                    epoch=1, batch_count=len(batches), grad_clip=1.0, scaler=None, on_event=ignore_event,
+                    control=RunControl())
     assert all(p.grad is None for p in model.stages[:first].parameters())
     assert all(p.grad is not None for p in model.stages[first:].parameters())
-    after = model.stages[:first].state_dict()
-    assert all(torch.equal(frozen_buffers[k], after[k]) for k in frozen_buffers)
+    after = model.state_dict()
+    below = [k for k in before if k.startswith("stages.") and int(k.split(".")[1]) < first]
+    statistics = [k for k in before if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert all(torch.equal(before[k], after[k]) for k in below + statistics)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(f"stages.{first}.")), "it trained"
 
 
 def _batchnorm_means(model) -> list[torch.Tensor]:  # noqa: ANN001

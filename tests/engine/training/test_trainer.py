@@ -3,18 +3,21 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from engine.backbones.build import create_model
+from engine.backbones.inference import load_trained_model
 from engine.control import RunControl
-from engine.events import BatchProgress, EpochEnded, RunFailed, RunFinished
+from engine.dataset.cache import DecodedImageCache
+from engine.events import BatchProgress, EpochEnded, RunFailed, RunFinished, Warning_
 from engine.training import fine_tune as fine_tune_module
 from engine.training import preparation as preparation_module
 from engine.training import run_folder as rf
 from engine.training.checkpoints import load_checkpoint
 from engine.training.config import TrainConfig
-from engine.training.evaluate_run import evaluate_run
+from engine.training.evaluate_run import evaluate_run, predict_items
 from engine.training.trainer import RunExistsError, train
 
 
@@ -36,13 +39,17 @@ def test_fine_tune_run_folder_is_complete(trained_run: Path) -> None:
     assert [m["epoch"] for m in metrics] == [0, 1, 2]
     assert [m["phase"] for m in metrics] == ["head", "fine-tune", "fine-tune"]
     assert all(0 < m["view_seconds"] < m["seconds"] for m in metrics[1:]) and rf.fine_tune_throughput(metrics) > 0
-    raw = run.raw
-    assert raw["best_val_accuracy"] >= metrics[0]["val_accuracy"], "fine-tuning ended below the quick head"
-    assert raw["best_val_accuracy"] == max(m["val_accuracy"] for m in metrics)
-    assert {"torch", "torchvision", "transfer_studio"} <= set(raw["versions"])
+    assert run.best_val_accuracy == max(m["val_accuracy"] for m in metrics)
+    assert run.epochs_completed == 3 and run.plan is not None and run.plan.epochs == 2
+    assert {"torch", "torchvision", "transfer_studio"} <= set(run.versions)
     last = load_checkpoint(trained_run / rf.LAST_FILE)
     assert last["epoch"] == 2 and last["optimizer"] is not None and last["scheduler"] is not None
-    assert load_checkpoint(trained_run / rf.BEST_FILE)["epoch"] == raw["best_epoch"]
+    assert load_checkpoint(trained_run / rf.BEST_FILE)["epoch"] == run.best_epoch
+    model, _ = load_trained_model(trained_run)
+    validation = rf.read_scan_report(run).split_items("val")
+    predicted = predict_items(model, validation, DecodedImageCache(run.preprocessing)).argmax(1)
+    assert np.mean(predicted == [i.label for i in validation]) == pytest.approx(run.best_val_accuracy), (
+        "best.pt, evaluated afresh on the recorded validation photos, scores the recorded best accuracy")
     evaluation = json.loads((trained_run / rf.EVALUATION_FILE).read_text())
     split = evaluation["validation"]
     assert split["accuracy"] >= 0.9
@@ -87,12 +94,17 @@ def test_fine_tune_leaves_frozen_stages_and_all_batchnorm_statistics_untouched(
 
 def test_compile_option_trains_the_same_model_as_eager(small_data: Path, tmp_path: Path) -> None:
     """torch.compile is opt-in: it must give the eager run's results (to float tolerance) and loadable files."""
+    from torch._dynamo.utils import counters
+
     config = TrainConfig(epochs=1, batch_size=4, early_stopping=0, device="cpu")
+    counters.clear()
     eager = train(small_data, tmp_path / "eager", config)
+    assert counters["frames"]["ok"] == 0
     events: list = []
     compiled = train(small_data, tmp_path / "compiled", TrainConfig(**{**config.to_dict(), "compile": True}),
                      on_event=events.append)
     assert compiled.status == "completed"
+    assert counters["frames"]["ok"] > 0, "dynamo compiled the trainable stages' frames"
     assert any("torch.compile" in getattr(e, "message", "") for e in events)
     losses = [[m["train_loss"] for m in rf.read_metrics(tmp_path / run)] for run in ("eager", "compiled")]
     assert losses[1] == pytest.approx(losses[0], rel=1e-2)  # inductor reorders float sums: 0.1% seen after an epoch
@@ -139,14 +151,14 @@ def test_cancel_mid_epoch_then_resume_continues_at_next_epoch(small_data: Path, 
     assert rf.read_run(tmp_path / "run").status == "cancelled"
     assert [m["epoch"] for m in rf.read_metrics(tmp_path / "run")] == [0, 1]
     assert load_checkpoint(tmp_path / "run" / rf.LAST_FILE)["epoch"] == 1
-    plan = rf.read_run(tmp_path / "run").raw["plan"]
+    plan = rf.read_run(tmp_path / "run").plan
 
     events: list = []
     resumed = train(None, tmp_path / "run", resume=True, on_event=events.append)
     assert resumed.status == "completed"
     assert [e.epoch for e in events if isinstance(e, EpochEnded)] == [2, 3]
     assert all(e.epochs == 3 for e in events if isinstance(e, EpochEnded))
-    assert rf.read_run(tmp_path / "run").raw["plan"] == plan, "the resumed run follows the recorded plan"
+    assert rf.read_run(tmp_path / "run").plan == plan, "the resumed run follows the recorded plan"
     assert [m["epoch"] for m in rf.read_metrics(tmp_path / "run")] == [0, 1, 2, 3]
     assert rf.read_run(tmp_path / "run").status == "completed"
 
@@ -271,3 +283,84 @@ def test_cancel_while_scanning_ends_cancelled_without_a_run(small_data: Path, tm
     assert result.status == "cancelled" and result.evaluation is None
     assert isinstance(events[-1], RunFinished) and events[-1].status == "cancelled"
     assert not (tmp_path / "run" / rf.RUN_FILE).exists()
+
+
+def _recorded_split(run_dir: Path, split: str) -> list[str]:
+    report = json.loads((run_dir / rf.SCAN_REPORT_FILE).read_text())
+    return sorted(item["path"] for item in report["items"] if item["split"] == split)
+
+
+def test_resume_keeps_the_recorded_split_and_reports_new_photos(small_data: Path, tmp_path: Path,
+                                                                 make_image) -> None:  # noqa: ANN001
+    import shutil
+
+    data, run = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(small_data, data)
+    control = RunControl()
+    train(data, run, TrainConfig(epochs=2, batch_size=4, early_stopping=0), on_event=_cancel_at(2, control, []),
+          control=control)
+    recorded, recorded_val = (run / rf.SCAN_REPORT_FILE).read_text(), _recorded_split(run, "val")
+    added = make_image(data / "circles" / "added.png", size=(96, 96))
+
+    events: list = []
+    assert train(None, run, resume=True, on_event=events.append).status == "completed"
+    evaluation = json.loads((run / rf.EVALUATION_FILE).read_text())
+    assert sorted(p["path"] for p in evaluation["validation"]["predictions"]) == recorded_val
+    assert (run / rf.SCAN_REPORT_FILE).read_text() == recorded, "the record stays what the run was split into"
+    warnings = [e.message for e in events if isinstance(e, Warning_)]
+    assert [m for m in warnings if "1 photo" in m and str(added) in m], warnings
+
+
+def test_cancel_during_the_final_evaluation_keeps_the_best_epoch_and_resumes_to_evaluate(
+        small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.training import trainer as trainer_module
+
+    run, control = tmp_path / "run", RunControl()
+    real_load, real_prune = trainer_module.load_checkpoint, trainer_module.prune
+    pruned: list = []
+
+    def stop_while_evaluating(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        control.cancel()  # Stop pressed as the final evaluation restores the best weights
+        control.check()
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "load_checkpoint", stop_while_evaluating)
+    monkeypatch.setattr(trainer_module, "prune",
+                        lambda folder, limit: pruned.append(folder) or real_prune(folder, limit))
+    events: list = []
+    result = train(small_data, run, TrainConfig(epochs=1, batch_size=4, early_stopping=0), on_event=events.append,
+                   control=control)
+    metrics = rf.read_metrics(run)
+    best = [m for m in metrics if m["is_best"]][-1]
+    assert (result.status, result.best_epoch, result.best_val_accuracy, result.epochs_run) == (
+        "cancelled", best["epoch"], best["val_accuracy"], 2)
+    assert isinstance(events[-1], RunFinished) and events[-1].best_epoch == best["epoch"]
+    assert rf.read_run(run).status == "cancelled" and not (run / rf.EVALUATION_FILE).exists()
+    assert len(pruned) == 2, "the caches are kept under their limit after a stop too"
+
+    monkeypatch.undo()
+    events = []
+    resumed = train(None, run, resume=True, on_event=events.append)
+    assert resumed.status == "completed" and resumed.best_epoch == best["epoch"]
+    assert not [e for e in events if isinstance(e, EpochEnded)], "nothing left to train: resuming only evaluates"
+    assert [m["epoch"] for m in rf.read_metrics(run)] == [0, 1]
+    assert json.loads((run / rf.EVALUATION_FILE).read_text())["validation"]["accuracy"] == pytest.approx(
+        best["val_accuracy"])
+
+
+def test_a_failure_right_after_run_json_is_written_marks_the_run_failed(small_data: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.training import trainer as trainer_module
+
+    real_write = trainer_module.write_json_atomic
+
+    def failing_write(path: Path, document: object) -> None:
+        if Path(path).name == rf.SCAN_REPORT_FILE:
+            raise OSError("simulated: the disk went away")
+        real_write(path, document)
+
+    monkeypatch.setattr(trainer_module, "write_json_atomic", failing_write)
+    with pytest.raises(OSError, match="simulated"):
+        train(small_data, tmp_path / "run", TrainConfig(epochs=1, batch_size=4))
+    run = rf.read_run(tmp_path / "run")
+    assert run.status == "failed" and "simulated" in (run.error or "")
