@@ -146,10 +146,18 @@ def read_run(run_dir: Path) -> Job:
 
 
 def export(run_dir: Path, out: Path | None = None, *, quantize: str | None = None) -> Job:
-    def run(on_event: EventSink, control: RunControl) -> Any:
-        from engine.export import export_onnx
+    """Returns the ExportResult; when only the int8 step failed, the float model's, after a warning saying so
+    (the float model was written and checked, so the app must offer it rather than report a failed export)."""
 
-        return export_onnx(run_dir, out, quantize=quantize, on_event=on_event, control=control)
+    def run(on_event: EventSink, control: RunControl) -> Any:
+        from engine.events import WarningEvent
+        from engine.export import QuantizationError, export_onnx
+
+        try:
+            return export_onnx(run_dir, out, quantize=quantize, on_event=on_event, control=control)
+        except QuantizationError as exc:
+            on_event(WarningEvent(str(exc)))
+            return exc.float_export
 
     return Job(f"Exporting {run_dir.name} to ONNX", run)
 

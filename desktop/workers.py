@@ -28,7 +28,7 @@ from engine.events import (
     Progress,
     RunFinished,
     RunStarted,
-    Warning_,
+    WarningEvent,
 )
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,9 @@ class JobSignals(QObject):
 
 
 _SIGNAL_FOR_EVENT: dict[type, str] = {
-    Progress: "progress", Info: "info", Warning_: "warning", RunStarted: "run_started", EpochStarted: "epoch_started",
-    BatchProgress: "batch_progress", EpochEnded: "epoch_ended", CheckpointSaved: "checkpoint_saved",
+    Progress: "progress", Info: "info", WarningEvent: "warning", RunStarted: "run_started",
+    EpochStarted: "epoch_started", BatchProgress: "batch_progress", EpochEnded: "epoch_ended",
+    CheckpointSaved: "checkpoint_saved",
     RunFinished: "run_finished", BatchPredicted: "batch_predicted",
 }
 RELAYED_SIGNALS = ("started", "progress", "info", "warning", "run_started", "epoch_started", "batch_progress",
@@ -110,7 +111,7 @@ class EngineWorker(JobSignals):
         """
         name = _SIGNAL_FOR_EVENT.get(type(event))
         if name is not None:
-            getattr(self, name).emit(job, event.message if isinstance(event, (Info, Warning_)) else event)
+            getattr(self, name).emit(job, event.message if isinstance(event, (Info, WarningEvent)) else event)
 
 
 class JobRunner(JobSignals):

@@ -44,10 +44,6 @@ examples:
 
 exit codes: 0 success, 1 export failed its checks, 2 bad input (one line naming the path and the fix),
 130 stopped with Ctrl-C (a stopped training is saved: continue it with transfer-studio train --out RUN --resume)"""
-# torch.compile needs triton (GPU) or a C++ compiler and inductor's headers (CPU); the full bundle has neither.
-COMPILE_IN_BUNDLE = ("--compile is not available in the bundled app: torch.compile needs triton (on a GPU) or a C++ "
-                     "compiler (on a CPU), which the bundle does not include; install Transfer Studio with pip to "
-                     "use it")
 
 
 class UsageError(BadInputError):
@@ -89,19 +85,13 @@ def run_command(args: argparse.Namespace) -> int:
         raise
 
 
-# The engine's bad-input errors that do not derive from engine.errors.BadInputError (yet).
+# The engine's bad-input errors that cannot derive from engine.errors.BadInputError (a ValueError): an OSError,
+# RuntimeErrors that callers catch as such, and the loader's own base.
 _BAD_INPUT_ERRORS = (
     ("engine.atomic", "DiskFullError"),
-    ("engine.backbones.registry", "UnknownBackboneError"),
     ("engine.backbones.weights", "WeightsUnavailableError"),
-    ("engine.backbones.weights", "WeightsMismatchError"),
-    ("engine.dataset.validate", "DatasetError"),
     ("engine.images", "ImageLoadError"),
-    ("engine.onnx_metadata", "MetadataError"),
-    ("engine.predict", "ModelLoadError"),
     ("engine.training.checkpoints", "CheckpointError"),
-    ("engine.training.run_folder", "RunFolderError"),
-    ("engine.training.trainer", "RunExistsError"),
 )
 
 
@@ -237,7 +227,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                         help="fine-tune: top stages to train; 0: 2 when the quick head fits the data, the top two "
                              "thirds when it does not")
     parser.add_argument("--compile", action="store_true",
-                        help=argparse.SUPPRESS if _frozen() else
+                        help=argparse.SUPPRESS if config.compile_unavailable() else
                         "torch.compile the trained stages (pays off on GPUs and long runs; its first call takes "
                         "a minute or more)")
     parser.add_argument("--class-weighting", choices=config.CLASS_WEIGHTING, default=d.class_weighting,
@@ -246,11 +236,6 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batchnorm", choices=config.BATCHNORM_MODES, default=d.batchnorm,
                         help="BatchNorm statistics of the trained stages: keep ImageNet's (frozen, measured better "
                              "on small data) or update them from the batches (train)")
-
-
-def _frozen() -> bool:
-    """True in a PyInstaller bundle."""
-    return bool(getattr(sys, "frozen", False))
 
 
 def _scan(args: argparse.Namespace) -> int:
@@ -312,22 +297,19 @@ def _with_cancel_on_sigint(run: Callable) -> object:
 
 
 def _train_config(args: argparse.Namespace):  # noqa: ANN202 - a TrainConfig (imported lazily: torch-free parser)
-    """The options as a TrainConfig; its validation messages (all about these options) are bad input."""
-    from engine.training.config import TrainConfig
+    """The options as a TrainConfig (whose validation raises BadInputError, shown as bad input)."""
+    from engine.training.config import TrainConfig, compile_unavailable
 
-    if args.compile and _frozen():
-        raise UsageError(COMPILE_IN_BUNDLE)
-    try:
-        return TrainConfig(
-            backbone=args.backbone, strategy=args.strategy, epochs=args.epochs, batch_size=args.batch_size,
-            lr=args.lr, val_split=args.val_split, test_split=args.test_split, augment=args.augment,
-            augment_views=args.augment_views, early_stopping=args.early_stopping, seed=args.seed, device=args.device,
-            weights_file=str(args.weights) if args.weights else None, optimizer=args.optimizer,
-            unfreeze_stages=args.unfreeze_stages, class_weighting=args.class_weighting, compile=args.compile,
-            batchnorm=args.batchnorm,
-        )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+    if args.compile and (reason := compile_unavailable()):
+        raise UsageError(reason)
+    return TrainConfig(
+        backbone=args.backbone, strategy=args.strategy, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, val_split=args.val_split, test_split=args.test_split, augment=args.augment,
+        augment_views=args.augment_views, early_stopping=args.early_stopping, seed=args.seed, device=args.device,
+        weights_file=str(args.weights) if args.weights else None, optimizer=args.optimizer,
+        unfreeze_stages=args.unfreeze_stages, class_weighting=args.class_weighting, compile=args.compile,
+        batchnorm=args.batchnorm,
+    )
 
 
 def _train(args: argparse.Namespace) -> int:

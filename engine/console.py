@@ -6,7 +6,7 @@ import sys
 import time
 from typing import TextIO
 
-from engine.events import BatchProgress, EpochEnded, Info, Progress, RunFinished, RunStarted, Warning_
+from engine.events import BatchProgress, EpochEnded, Info, Progress, RunFinished, RunStarted, WarningEvent
 from engine.time_format import format_duration
 
 _REDRAW_INTERVAL = 0.2
@@ -37,7 +37,7 @@ class ConsoleProgress:
                 f" | val loss {event.val_loss:.3f} acc {event.val_accuracy:.3f}"
                 f" | {event.seconds:.1f}s, {event.images_per_second:.0f} img/s{' *best' if event.is_best else ''}"
             )
-        elif isinstance(event, Warning_):
+        elif isinstance(event, WarningEvent):
             self._line(f"warning: {event.message}")
         elif isinstance(event, Info):
             self._line(event.message)

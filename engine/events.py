@@ -35,7 +35,7 @@ class BatchPredicted:
 
 
 @dataclass(frozen=True, slots=True)
-class Warning_:
+class WarningEvent:
     """Something the user should know that did not stop the work."""
 
     message: str
@@ -111,7 +111,9 @@ class RunFailed:
     message: str
 
 
-EventSink = Callable[[Any], None]
+Event = (Progress | BatchPredicted | WarningEvent | Info | RunStarted | EpochStarted | BatchProgress | EpochEnded
+         | CheckpointSaved | RunFinished | RunFailed)
+EventSink = Callable[[Event], None]
 
 
 def ignore_event(_event: object) -> None:

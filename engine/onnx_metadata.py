@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from engine.errors import BadInputError
 from engine.preprocessing import Preprocessing
 
 METADATA_KEY = "transfer_studio"
@@ -34,7 +35,7 @@ METADATA_FORMAT = 1
 REQUIRED_FIELDS = ("format", "labels", "preprocessing", "backbone", "training", "app_version", "created")
 
 
-class MetadataError(ValueError):
+class MetadataError(BadInputError):
     """The model's metadata is missing or unusable; the message says what, not where (the caller adds the file)."""
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from engine.control import RunControl
+from engine.errors import BadInputError
 from engine.events import BatchPredicted, EventSink, Progress, ignore_event
 from engine.images import IMAGE_EXTENSIONS, ImageLoadError, is_image_path, preprocess_for_model
 from engine.onnx_metadata import MetadataError, parse_metadata
@@ -37,7 +38,7 @@ _SILENT = 4  # fatal only, while probing CUDA (a failed probe logs an error that
 _GLOB_CHARACTERS = frozenset("*?[")
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(BadInputError):
     """The model file cannot be used; the message names the file and what is wrong with it."""
 
 
@@ -78,13 +79,13 @@ class Predictor:
     """An exported Transfer Studio model, ready to classify files.
 
     ``device``: "auto" uses CUDA when onnxruntime can really create a CUDA session, else the CPU; "cuda"
-    insists (ValueError otherwise); "cpu" never tries. ``threads`` defaults to ``os.cpu_count()``.
+    insists (BadInputError otherwise); "cpu" never tries. ``threads`` defaults to ``os.cpu_count()``.
     """
 
     def __init__(self, model_path: str | Path, *, device: str = "auto", threads: int | None = None) -> None:
         path = Path(model_path)
         if device not in DEVICES:
-            raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+            raise BadInputError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
         if not path.is_file():
             raise ModelLoadError(f"{path}: model file not found" if not path.is_dir() else
                                  f"{path}: is a folder; pass the .onnx file (e.g. {path / 'model.onnx'})")
@@ -109,7 +110,7 @@ class Predictor:
         ``engine.control.Cancelled`` when ``control`` is cancelled (checked before every batch).
         """
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise BadInputError(f"batch_size must be at least 1, got {batch_size}")
         top_k = max(1, min(int(top_k), len(self.info.labels)))
         paths = [Path(p) for p in paths]
         batches = [paths[start:start + batch_size] for start in range(0, len(paths), batch_size)]
@@ -229,7 +230,7 @@ def _create_session(path: Path, device: str, threads: int) -> ort.InferenceSessi
         if session is not None:
             return session
     if device == "cuda":
-        raise ValueError(f"device 'cuda' was requested but onnxruntime cannot create a CUDA session here "
+        raise BadInputError(f"device 'cuda' was requested but onnxruntime cannot create a CUDA session here "
                          f"(providers built in: {', '.join(ort.get_available_providers())}); use auto or cpu")
     # Decode threads share the cores with inference: idle onnxruntime workers sleep instead of spinning.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")

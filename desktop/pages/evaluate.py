@@ -89,6 +89,7 @@ class EvaluatePage(QWidget):
         self._open_job: Job | None = None
         self._export_job: Job | None = None
         self._export_target: tuple[Path, tuple[int, int] | None] | None = None  # the .onnx and its stat before
+        self._export_warnings: list[str] = []
         self._thumbnail_job: Job | None = None
 
         self.run_label = QLabel("No run yet: train a model, or open a run folder (File → Open run…).",
@@ -171,6 +172,7 @@ class EvaluatePage(QWidget):
 
         runner.progress.connect(self.on_progress)
         runner.returned.connect(self.on_returned)
+        runner.warning.connect(self.on_warning)
         runner.failed.connect(self.on_failed)
         runner.aborted.connect(self.on_aborted)
         runner.finished.connect(self.on_finished)
@@ -191,6 +193,7 @@ class EvaluatePage(QWidget):
         if self.snapshot is None or self._export_job is not None:
             return
         quantize = "int8" if self.quantize_check.isChecked() else None
+        self._export_warnings = []
         self._export_job = self.runner.submit(jobs.export(self.snapshot.run_dir, out, quantize=quantize))
         self.export_status.setText("Exporting to ONNX and checking it against the PyTorch model…")
         self.export_progress.setRange(0, 0)
@@ -333,11 +336,18 @@ class EvaluatePage(QWidget):
                  f"{_parity_text(result.parity)}. The Predict page now uses it."]
         if result.quantized_path:
             lines.append(f"int8 model: {result.quantized_path} · {_parity_text(result.quantized_parity)}")
+        lines += [f"Warning: {html.escape(message)}" for message in self._export_warnings]
         self.export_status.setText("<br>".join(lines))
         path = Path(result.path)
         if self.snapshot is not None and path.parent == self.snapshot.run_dir:
             self.snapshot = replace(self.snapshot, model_path=path)
         self.model_exported.emit(path)
+
+    @Slot(object, str)
+    def on_warning(self, job: Job, message: str) -> None:
+        """The export's warnings (an int8 model that failed its checks) stay under its result."""
+        if job is self._export_job:
+            self._export_warnings.append(message)
 
     @Slot(object, str, str)
     def on_failed(self, job: Job, message: str, _details: str) -> None:

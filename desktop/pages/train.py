@@ -31,6 +31,7 @@ from desktop.widgets.lr_find_panel import LrFindPanel
 from desktop.widgets.plots import TRAIN_COLOR, VAL_COLOR, MetricPlot
 from desktop.workers import Job, JobRunner
 from engine.events import BatchProgress, EpochEnded, EpochStarted, Progress, RunFinished, RunStarted
+from engine.time_format import format_duration
 from engine.training.config import TrainConfig
 from engine.training.run_folder import RUN_FILE
 
@@ -47,12 +48,6 @@ def _epoch_line(record: Mapping[str, Any], epochs: int) -> str:
     return (f"{name}: train loss {record['train_loss']:.3f}, accuracy {record['train_accuracy']:.1%} · "
             f"validation loss {record['val_loss']:.3f}, accuracy {record['val_accuracy']:.1%} · "
             f"{record['seconds']:.1f} s{best}")
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
-        f"{seconds // 60}:{seconds % 60:02d}"
 
 
 class TrainPage(QWidget):
@@ -383,7 +378,7 @@ class TrainPage(QWidget):
             return
         self.progress.setRange(0, max(event.total, 1))
         self.progress.setValue(event.done)
-        eta = f" · ETA {_duration(event.eta_seconds)}" if event.eta_seconds else ""
+        eta = f" · ETA {format_duration(event.eta_seconds)}" if event.eta_seconds else ""
         self.progress.setFormat(f"{event.phase}: {event.done}/{event.total}{eta}")
 
     @Slot(object, object)
@@ -405,7 +400,7 @@ class TrainPage(QWidget):
         self.progress.setRange(0, event.batches)
         self.progress.setValue(event.batch)
         self.progress.setFormat(f"Epoch {event.epoch}/{epochs} · batch {event.batch}/{event.batches} · "
-                                f"{event.images_per_second:.0f} img/s · ETA {_duration(eta)}")
+                                f"{event.images_per_second:.0f} img/s · ETA {format_duration(eta)}")
 
     @Slot(object, object)
     def on_epoch_ended(self, job: Job, event: EpochEnded) -> None:

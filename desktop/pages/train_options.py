@@ -38,6 +38,7 @@ from engine.training.config import (
     OPTIMIZERS,
     STRATEGIES,
     TrainConfig,
+    compile_unavailable,
 )
 
 WEIGHTS_HELP = {"bundled": "shipped with the app", "cached": "already downloaded",
@@ -208,8 +209,12 @@ class TrainOptionsForm(QWidget):
         advanced = QWidget()
         advanced_form = QFormLayout(advanced)
         advanced_form.setContentsMargins(12, 0, 0, 0)
+        unavailable = {"compile": compile_unavailable()}  # the bundle cannot compile: off, and says why
         for name, (label, tooltip) in ADVANCED_OPTIONS.items():
-            self.widgets[name].setToolTip(tooltip)
+            self.widgets[name].setToolTip(unavailable.get(name) or tooltip)
+            if unavailable.get(name):
+                _set(self.widgets[name], DEFAULTS[name])
+                self.widgets[name].setEnabled(False)
             field: QWidget = self.widgets[name]
             if name == "weights_file":
                 field = self._with_browse_button(self.widgets[name])

@@ -11,12 +11,13 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.errors import BadInputError
 from engine.preprocessing import Preprocessing
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
-class UnknownBackboneError(ValueError):
+class UnknownBackboneError(BadInputError):
     pass
 
 

@@ -16,6 +16,7 @@ import torch
 
 from engine.atomic import write_atomic
 from engine.control import RunControl
+from engine.errors import BadInputError
 from engine.events import EventSink, Progress, ignore_event
 
 _CHUNK = 1 << 20
@@ -25,7 +26,7 @@ class WeightsUnavailableError(RuntimeError):
     """Weights could not be downloaded or read; the message says where to put the file."""
 
 
-class WeightsMismatchError(ValueError):
+class WeightsMismatchError(BadInputError):
     """A state dict that does not fit the architecture."""
 
 

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from engine.atomic import write_bytes_atomic
 from engine.control import RunControl
+from engine.errors import BadInputError
 from engine.events import EventSink, Progress, ignore_event
 
 SAMPLE_CLASSES: tuple[str, ...] = (
@@ -60,13 +61,13 @@ def generate_sample_dataset(
     ``out_dir`` must be missing or empty, so that images of an earlier run never mix into the new one.
     """
     if not 2 <= classes <= len(SAMPLE_CLASSES):
-        raise ValueError(f"classes must be between 2 and {len(SAMPLE_CLASSES)}, got {classes}")
+        raise BadInputError(f"classes must be between 2 and {len(SAMPLE_CLASSES)}, got {classes}")
     if per_class < 2:
-        raise ValueError(f"per_class must be at least 2 (one to train on, one to validate), got {per_class}")
+        raise BadInputError(f"per_class must be at least 2 (one to train on, one to validate), got {per_class}")
     if image_size < _MIN_IMAGE_SIZE:
-        raise ValueError(f"image_size must be at least {_MIN_IMAGE_SIZE} pixels, got {image_size}")
+        raise BadInputError(f"image_size must be at least {_MIN_IMAGE_SIZE} pixels, got {image_size}")
     if seed < 0:
-        raise ValueError(f"seed must be zero or positive, got {seed}")
+        raise BadInputError(f"seed must be zero or positive, got {seed}")
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FileExistsError(

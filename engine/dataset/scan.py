@@ -27,7 +27,8 @@ from engine.dataset.validate import (
     leaked_pairs,
     mixed_class_warning,
 )
-from engine.events import EventSink, Progress, Warning_, ignore_event
+from engine.errors import BadInputError
+from engine.events import EventSink, Progress, WarningEvent, ignore_event
 from engine.images import ImageLoadError, is_image_path
 
 SPLIT_FOLDER_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -67,7 +68,7 @@ def scan_dataset(
     With a ``cache``, validation decodes through it, so training never decodes a photo a second time.
     """
     if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-        raise ValueError(
+        raise BadInputError(
             f"invalid split fractions val={val_fraction}, test={test_fraction}: "
             "val must be in (0, 1), test in [0, 1), and together below 1"
         )
@@ -124,7 +125,7 @@ def scan_dataset(
         if message is not None
     ]
     for message in warnings:
-        on_event(Warning_(message))
+        on_event(WarningEvent(message))
     return replace(report, warnings=tuple(warnings))
 
 

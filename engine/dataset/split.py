@@ -10,7 +10,7 @@ from pathlib import Path
 
 from engine.dataset.report import ScanReport
 from engine.dataset.validate import DatasetError
-from engine.events import EventSink, Warning_
+from engine.events import EventSink, WarningEvent
 
 
 def stratified_split(
@@ -82,7 +82,7 @@ def keep_recorded_split(recorded: ScanReport, current: ScanReport, on_event: Eve
         messages.append(f"{current.root}: {len(removed)} photo(s) of this run's split are gone or unreadable and "
                         f"are skipped (for example {removed[0]})")
     for message in messages:
-        on_event(Warning_(message))
+        on_event(WarningEvent(message))
     return replace(
         current,
         layout=recorded.layout,

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from engine.control import RunControl
 from engine.dataset.report import IMBALANCE_WARNING_RATIO, SPLITS
+from engine.errors import BadInputError
 from engine.events import EventSink, Progress, ignore_event
 from engine.images import ImageLoadError, file_error_reason, load_rgb
 
@@ -29,7 +30,7 @@ _HASH_CHUNK = 1 << 20
 T = TypeVar("T")
 
 
-class DatasetError(ValueError):
+class DatasetError(BadInputError):
     """A dataset that cannot be trained on; the message is one line naming the path and the fix."""
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 from torchvision.transforms import v2
 
+from engine.errors import BadInputError
 from engine.preprocessing import Preprocessing
 from engine.training.config import AUGMENT_PRESETS
 
@@ -25,7 +26,7 @@ def build_train_transform(
     without augmentation trains on exactly what it is evaluated on.
     """
     if preset not in AUGMENT_PRESETS:
-        raise ValueError(
+        raise BadInputError(
             f"unknown augmentation preset {preset!r}; choose one of {', '.join(AUGMENT_PRESETS)}"
         )
     level = AUGMENT_PRESETS.index(preset)

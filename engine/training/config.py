@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from engine.backbones.registry import DEFAULT_BACKBONE, get_backbone
+from engine.errors import BadInputError
 
 STRATEGIES = ("feature-extract", "fine-tune", "full")
 OPTIMIZERS = ("adamw", "sgd")
 CLASS_WEIGHTING = ("auto", "on", "off")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AUGMENT_PRESETS = ("none", "light", "standard", "strong")  # built in engine.training.augment
-BATCHNORM_MODES = ("frozen", "train")  # see engine.training.recipe.FineTunePlan.train_batchnorm
+BATCHNORM_MODES = ("frozen", "train")
+# torch.compile needs triton (GPU) or a C++ compiler and inductor's headers (CPU); the full bundle has neither.
+COMPILE_IN_BUNDLE = ("torch.compile (--compile, Advanced > Compile in the app) is not available in the bundled app: "
+                     "it needs triton (on a GPU) or a C++ "
+                     "compiler (on a CPU), which the bundle does not include; install Transfer Studio with pip to "
+                     "use it")  # see engine.training.recipe.FineTunePlan.train_batchnorm
+
+
+def compile_unavailable() -> str | None:
+    """Why ``compile`` cannot be used here (in a PyInstaller bundle), or None where it can."""
+    return COMPILE_IN_BUNDLE if getattr(sys, "frozen", False) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +90,7 @@ class TrainConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(message)
+                raise BadInputError(message)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,11 +99,11 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Refuse unknown keys and wrong types rather than half-loading an edited run.json."""
         if not isinstance(data, dict):
-            raise ValueError("training config must be a JSON object")
+            raise BadInputError("training config must be a JSON object")
         known = {f.name: f for f in fields(cls)}
         unknown = set(data) - set(known)
         if unknown:
-            raise ValueError(f"unknown training options: {', '.join(sorted(unknown))}")
+            raise BadInputError(f"unknown training options: {', '.join(sorted(unknown))}")
         defaults = cls()
         values: dict[str, Any] = {}
         for name, value in data.items():
@@ -100,6 +112,6 @@ class TrainConfig:
             if expected is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
-                raise ValueError(f"training option {name!r} has an invalid value {value!r}")
+                raise BadInputError(f"training option {name!r} has an invalid value {value!r}")
             values[name] = value
         return cls(**values)

@@ -17,8 +17,7 @@ import torch
 from engine.backbones.build import TransferModel
 from engine.control import RunControl
 from engine.dataset.report import ImageItem
-from engine.events import EpochStarted, EventSink, Info
-from engine.events import Warning_ as WarningEvent
+from engine.events import EpochStarted, EventSink, Info, WarningEvent
 from engine.images import ImageLoadError
 from engine.training import run_folder as rf
 from engine.training.checkpoints import load_checkpoint

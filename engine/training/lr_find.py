@@ -18,6 +18,7 @@ import torch
 from engine.atomic import write_bytes_atomic, write_json_atomic
 from engine.backbones.build import run_stages
 from engine.control import RunControl
+from engine.errors import BadInputError
 from engine.events import EventSink, Info, Progress, ignore_event
 from engine.line_plot import log_x_line_plot
 from engine.training.config import TrainConfig
@@ -57,9 +58,9 @@ def find_learning_rate(data_dir: Path | str, config: TrainConfig | None = None, 
     """Sweep ``steps`` learning rates from ``start_lr`` to ``end_lr`` (geometric) on ``data_dir``."""
     config, control = config or TrainConfig(), control or RunControl()
     if config.strategy == "feature-extract":
-        raise ValueError("feature-extract fits the head in closed form: it has no learning rate to find")
+        raise BadInputError("feature-extract fits the head in closed form: it has no learning rate to find")
     if not (0 < start_lr < end_lr) or steps < 10:
-        raise ValueError("the sweep needs 0 < start_lr < end_lr and at least 10 steps")
+        raise BadInputError("the sweep needs 0 < start_lr < end_lr and at least 10 steps")
     prepared = prepare_training(Path(data_dir), config, on_event, control)
     train_items = prepared.report.split_items("train")
     head = fit_quick_head(prepared, train_items, prepared.report.split_items("val"), on_event)

@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.atomic import append_line_atomic, write_bytes_atomic, write_json_atomic
 from engine.dataset.report import SPLITS, ScanReport
+from engine.errors import BadInputError
 from engine.preprocessing import Preprocessing
 from engine.training.config import TrainConfig
 from engine.training.recipe import FineTunePlan
@@ -28,7 +29,7 @@ RUN_FORMAT = 1
 RUN_STATUSES = ("running", "completed", "cancelled", "failed")
 
 
-class RunFolderError(ValueError):
+class RunFolderError(BadInputError):
     """A run folder that is missing, incomplete, or edited into something we will not half-load."""
 
 

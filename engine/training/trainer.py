@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +16,14 @@ from engine.cache_limit import LIMIT_VARIABLE, cache_limit_bytes, prune
 from engine.control import Cancelled, RunControl
 from engine.dataset.report import ImageItem, ScanReport
 from engine.dataset.split import keep_recorded_split
+from engine.errors import BadInputError
 from engine.evaluation.metrics import evaluate_predictions, evaluation_document
-from engine.events import EpochStarted, EventSink, Info, RunFailed, RunFinished, RunStarted, ignore_event
-from engine.events import Warning_ as WarningEvent
+from engine.events import EpochStarted, EventSink, Info, RunFailed, RunFinished, RunStarted, WarningEvent, ignore_event
 from engine.images import ImageLoadError
+from engine.time_format import utc_now_iso
 from engine.training import run_folder as rf
 from engine.training.checkpoints import load_checkpoint
-from engine.training.config import TrainConfig
+from engine.training.config import TrainConfig, compile_unavailable
 from engine.training.epoch_recorder import EpochMetrics, EpochRecorder
 from engine.training.feature_cache import default_feature_dir
 from engine.training.fine_tune import FineTuneData, FineTuner
@@ -33,7 +33,7 @@ from engine.training.preparation import class_weights_for, prepare_training
 from engine.training.recipe import FineTunePlan, plan_fine_tune
 
 
-class RunExistsError(ValueError):
+class RunExistsError(BadInputError):
     pass
 
 
@@ -71,7 +71,7 @@ def train(
                 raise RunExistsError(f"{run_dir}: is a file, not a folder; choose a folder for the run")
             config = config or TrainConfig()
         if data_dir is None:
-            raise ValueError("no dataset folder given")
+            raise BadInputError("no dataset folder given")
         session = _Session(Path(data_dir), run_dir, config, on_event, control)
         session.prepare(resume)
         return session.run()
@@ -102,6 +102,8 @@ class _Session:
 
     # --- preparation -------------------------------------------------------------------------------
     def prepare(self, resume: bool) -> None:
+        if self.config.compile and (reason := compile_unavailable()):
+            raise BadInputError(reason)  # also for a run started elsewhere with compile and resumed in the bundle
         self.prepared = prepare_training(self.data_dir, self.config, self.on_event, self.control)
         self.setup, self.model, self.labels = self.prepared.setup, self.prepared.model, self.prepared.labels
         self.recorder = EpochRecorder(self.run_dir, self.model, self.config.epochs, self.on_event)
@@ -112,7 +114,7 @@ class _Session:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(self.run_dir)  # a start killed before run.json was written may leave some
             rf.write_run_file(self.run_dir, {
-                "status": "running", "created": _now(), "data_dir": str(self.data_dir.resolve()),
+                "status": "running", "created": utc_now_iso(), "data_dir": str(self.data_dir.resolve()),
                 "config": self.config.to_dict(), "backbone": self.config.backbone, "labels": self.labels,
                 "preprocessing": self.prepared.cache.preprocessing.to_dict(), "dataset": self._dataset_summary(),
                 "versions": rf.versions(), "device": self.setup.description,
@@ -130,7 +132,7 @@ class _Session:
     def _load_resume_state(self) -> None:
         info = rf.read_run(self.run_dir)
         if list(info.labels) != self.labels:
-            raise ValueError(f"{self.data_dir}: classes changed since the run started "
+            raise BadInputError(f"{self.data_dir}: classes changed since the run started "
                              f"({', '.join(info.labels)} → {', '.join(self.labels)}); start a new run")
         remove_stale_temporaries(self.run_dir)  # half-written files of a killed process
         self.start_epoch, self.checkpoint = self.recorder.resume(self.setup.device)
@@ -184,7 +186,7 @@ class _Session:
             status = "cancelled"
         epochs_run = len(rf.read_metrics(self.run_dir))
         best = self.recorder.best
-        rf.update_run_file(self.run_dir, status=status, finished=_now(), best_epoch=best["epoch"],
+        rf.update_run_file(self.run_dir, status=status, finished=utc_now_iso(), best_epoch=best["epoch"],
                            best_val_accuracy=best["val_accuracy"], epochs_completed=epochs_run)
         self._limit_caches()
         summary = {"validation_accuracy": evaluation["validation"]["accuracy"]} if evaluation else {}
@@ -258,7 +260,3 @@ class _Session:
                                        train_counts=[self.prepared.report.counts["train"][c] for c in self.labels])
         write_json_atomic(self.run_dir / rf.EVALUATION_FILE, document)
         return document
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

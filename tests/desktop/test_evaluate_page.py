@@ -179,3 +179,28 @@ def test_progress_of_another_job_does_not_move_the_export_bar(window: MainWindow
     finally:
         runner.cancel()
         release.set()
+
+
+def test_an_int8_failure_still_offers_the_float_model_and_says_why(window: MainWindow, qtbot, trained_run: Path,
+                                                                   tmp_path: Path, monkeypatch) -> None:
+    """export_onnx wrote and checked model.onnx, then the int8 step failed: the Predict page must get the float
+    model (it is on disk) and the page must say the int8 model was not written."""
+    import engine.export
+    from engine.export import ExportResult, QuantizationError
+
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    written = ExportResult(str(run / rf.MODEL_FILE), 1000, {"max_abs_diff": 1e-6, "top1_agreement": 1.0, "images": 4},
+                           None, None, 0.1)
+
+    def int8_fails(*_args, **_kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise QuantizationError("the int8 model failed its parity check (agreement 0.41)", written)
+
+    monkeypatch.setattr(engine.export, "export_onnx", int8_fails)
+    runner, page = window.runners["evaluate"], window.evaluate_page
+    with qtbot.waitSignal(runner.returned, timeout=60_000):
+        window.open_run(run)
+    with qtbot.waitSignal(page.model_exported, timeout=60_000) as exported:
+        page.export()
+    assert exported.args == [Path(written.path)]
+    status = page.export_status.text()
+    assert "Saved" in status and "int8 model failed its parity check" in status

@@ -14,10 +14,9 @@ from desktop.settings import AppSettings
 
 
 @pytest.fixture(scope="module")
-def model(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from engine.export import export_onnx
-
-    return Path(export_onnx(trained_run, tmp_path_factory.mktemp("predictor_app") / "model.onnx").path)
+def model(exported_model: Path) -> Path:
+    """The session's exported model (exporting again would rewrite the shared run's export_parity.json)."""
+    return exported_model
 
 
 @pytest.fixture

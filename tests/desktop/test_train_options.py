@@ -89,3 +89,16 @@ def imbalance_ratio_4(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_the_class_weighting_help_names_the_engines_imbalance_threshold() -> None:
     _label, tooltip = desktop.pages.train_options.ADVANCED_OPTIONS["class_weighting"]
     assert "4x" in tooltip and "3x" not in tooltip
+
+
+def test_compile_is_off_and_disabled_in_the_bundled_app(qtbot, settings: AppSettings, monkeypatch) -> None:
+    """The full bundle cannot run torch.compile: the option stays off even when settings saved it on."""
+    import sys
+
+    settings.set("train/options", {"compile": True})
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    form = TrainOptionsForm(settings)
+    qtbot.addWidget(form)
+    widget = form.widgets["compile"]
+    assert not widget.isEnabled() and form.config().compile is False
+    assert "bundled app" in widget.toolTip()

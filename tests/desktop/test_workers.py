@@ -9,7 +9,7 @@ import shiboken6
 from PySide6.QtCore import QCoreApplication, QEvent, QThread
 
 from desktop.workers import Job, JobRunner
-from engine.events import BatchProgress, EpochEnded, Info, Progress, RunFailed, Warning_
+from engine.events import BatchProgress, EpochEnded, Info, Progress, RunFailed, WarningEvent
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_engine_events_become_typed_signals_that_carry_their_job(runner: JobRunn
     batch = BatchProgress(1, 1, 3, 0.5, 12.0, 2.0)
 
     def emits(on_event, _control):
-        for event in (Progress("scanning", 1, 2), Info("hello"), Warning_("careful"), batch, epoch,
+        for event in (Progress("scanning", 1, 2), Info("hello"), WarningEvent("careful"), batch, epoch,
                       RunFailed("run", "ignored")):
             on_event(event)
 

@@ -29,7 +29,7 @@ import pytest
 import engine.atomic
 from engine.atomic import DiskFullError, append_line_atomic, write_bytes_atomic, write_json_atomic
 from engine.cli import main
-from engine.events import Warning_
+from engine.events import WarningEvent
 from engine.training import preparation as preparation_module
 from engine.training import run_folder as rf
 from engine.training.checkpoints import load_checkpoint
@@ -136,23 +136,24 @@ def test_sigkill_at_a_random_moment_never_loses_the_run(fraction: float, run_sec
 
 
 class FullDisk:
-    """Writes of the named files fail like a full disk (half-written temporary file, ENOSPC when flushed) after
-    ``after`` successful ones. Installed in engine.atomic only, as its ``tempfile`` and ``os``."""
+    """Writes of the given files fail like a full disk (half-written temporary file, ENOSPC when flushed) after
+    ``after`` successful ones. Installed in engine.atomic only, as its ``tempfile`` and ``os``. Files are named by
+    full path, so a write elsewhere (another test's leftover thread) cannot use up the allowance."""
 
     def __init__(self) -> None:
         self._allowed: dict[str, int] = {}
         self._target_of: dict[int, str] = {}
         self.refused: list[str] = []
 
-    def fill(self, name: str, *, after: int = 0) -> None:
-        self._allowed[name] = after
+    def fill(self, path: Path, *, after: int = 0) -> None:
+        self._allowed[str(path)] = after
 
     def free(self) -> None:
         self._allowed.clear()
 
     def mkstemp(self, *, prefix: str, suffix: str, dir: Path) -> tuple[int, str]:  # noqa: A002 - tempfile's name
         fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=dir)
-        self._target_of[fd] = prefix[1:-1]  # write_atomic names its temporary ".<target>.<random>.tmp"
+        self._target_of[fd] = str(Path(dir) / prefix[1:-1])  # write_atomic's temporary: ".<target>.<random>.tmp"
         return fd, name
 
     def fsync(self, fd: int) -> None:
@@ -188,7 +189,7 @@ def test_a_full_disk_keeps_the_previous_file_and_says_what_to_free(writer: str, 
                                                                    tmp_path: Path) -> None:
     target = tmp_path / "metrics.jsonl"
     target.write_bytes(b'{"epoch": 0}\n')
-    full_disk.fill(target.name)
+    full_disk.fill(target)
     with pytest.raises(DiskFullError) as caught:
         WRITERS[writer](target)
     assert target.read_bytes() == b'{"epoch": 0}\n' and _no_temporaries_left(tmp_path)
@@ -201,11 +202,11 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_previous_one(small_data
                                                                       full_disk: FullDisk, capsys,
                                                                       error_line: Callable[[str], str]) -> None:
     run = tmp_path / "run"
-    full_disk.fill(rf.LAST_FILE, after=1)  # epoch 0's last.pt fits, epoch 1's does not
+    full_disk.fill(run / rf.LAST_FILE, after=1)  # epoch 0's last.pt fits, epoch 1's does not
     assert main(["train", str(small_data), "--out", str(run), "--epochs", "1", "--batch-size", "4"]) == 2
     line = error_line(capsys.readouterr().err)
     assert str(run / rf.LAST_FILE) in line and "disk full" in line and f"Free space on {run}" in line
-    assert full_disk.refused == [rf.LAST_FILE]
+    assert full_disk.refused == [str(run / rf.LAST_FILE)]
     assert load_checkpoint(run / rf.LAST_FILE)["epoch"] == 0
     assert rf.read_run(run).status == "failed" and _no_temporaries_left(run)
 
@@ -218,7 +219,7 @@ def test_a_full_disk_while_updating_run_json_keeps_it_valid_and_resumable(small_
                                                                          full_disk: FullDisk, capsys,
                                                                          error_line: Callable[[str], str]) -> None:
     run = tmp_path / "run"
-    full_disk.fill(rf.RUN_FILE, after=2)  # created, plan added; the final update: disk full
+    full_disk.fill(run / rf.RUN_FILE, after=2)  # created, plan added; the final update: disk full
     assert main(["train", str(small_data), "--out", str(run), "--strategy", "feature-extract",
                  "--batch-size", "4"]) == 2
     line = error_line(capsys.readouterr().err)
@@ -235,7 +236,7 @@ def test_a_full_disk_while_exporting_keeps_the_previous_model(run_copy: Path, fu
                                                               error_line: Callable[[str], str]) -> None:
     model = run_copy / rf.MODEL_FILE
     before = model.read_bytes()
-    full_disk.fill(model.name)
+    full_disk.fill(model)
     assert main(["export", str(run_copy)]) == 2
     line = error_line(capsys.readouterr().err)
     assert str(model) in line and "disk full" in line and "free space" in line
@@ -258,5 +259,5 @@ def test_a_photo_corrupted_after_the_scan_is_skipped_with_a_warning(small_data: 
     result = train(data, tmp_path / "run", TrainConfig(strategy="feature-extract", batch_size=4),
                    on_event=events.append)
     assert result.status == "completed"
-    warnings = [e.message for e in events if isinstance(e, Warning_) and "changed since the scan" in e.message]
+    warnings = [e.message for e in events if isinstance(e, WarningEvent) and "changed since the scan" in e.message]
     assert len(warnings) == 1 and warnings[0].startswith(f"skipped {victim}: truncated or corrupt image data")

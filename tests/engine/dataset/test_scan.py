@@ -13,7 +13,7 @@ from engine.dataset.report import ScanReport, format_scan_report
 from engine.dataset.scan import scan_dataset
 from engine.dataset.split import split_sizes, stratified_split
 from engine.dataset.validate import DatasetError
-from engine.events import Progress, Warning_
+from engine.events import Progress, WarningEvent
 
 
 def splits_of(report: ScanReport) -> dict[str, str]:
@@ -251,7 +251,7 @@ def test_progress_and_warnings_are_emitted(tmp_path: Path, make_dataset):
     assert [event.phase for event in progress if event.phase == "scanning"] == ["scanning", "scanning"]
     validating = [event for event in progress if event.phase == "validating"]
     assert validating[-1].done == validating[-1].total == 45
-    assert any(isinstance(event, Warning_) and "imbalanced" in event.message for event in events)
+    assert any(isinstance(event, WarningEvent) and "imbalanced" in event.message for event in events)
 
 
 def test_cancel_stops_the_scan_between_class_folders(tmp_path: Path, make_dataset):

@@ -5,7 +5,7 @@ import pytest
 from engine.dataset.report import ImageItem, ScanReport
 from engine.dataset.split import keep_recorded_split
 from engine.dataset.validate import DatasetError
-from engine.events import Warning_
+from engine.events import WarningEvent
 
 
 def _report(root: str, items: list[tuple[str, int, str]], leakage: tuple = ()) -> ScanReport:
@@ -26,7 +26,7 @@ def test_the_recorded_split_is_kept_and_changes_are_reported() -> None:
         ("/new/cat/1.png", 0, "val"), ("/new/cat/2.png", 0, "train"), ("/new/dog/1.png", 1, "val"),
         ("/new/dog/2.png", 1, "train")]
     assert kept.leakage == (("/new/cat/2.png", "/new/cat/1.png"), ("/new/dog/2.png", "/new/dog/1.png"))
-    messages = [e.message for e in events if isinstance(e, Warning_)]
+    messages = [e.message for e in events if isinstance(e, WarningEvent)]
     assert len(messages) == 2 and list(kept.warnings) == messages
     assert "1 photo(s) added" in messages[0] and "/new/cat/4.png" in messages[0]
     assert "1 photo(s) of this run's split are gone" in messages[1] and "/old/cat/3.png" in messages[1]

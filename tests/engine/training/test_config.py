@@ -30,3 +30,16 @@ def test_unknown_keys_and_out_of_range_values_are_refused() -> None:
 
 def test_integers_are_accepted_for_float_options() -> None:
     assert TrainConfig.from_dict({"lr": 1}).lr == 1.0
+
+
+def test_a_compiled_run_is_refused_in_the_bundle_before_any_work(small_data, tmp_path, monkeypatch) -> None:
+    """Also a run started with --compile elsewhere and resumed in the bundle (the CLI's check sees no option)."""
+    import sys
+
+    from engine.errors import BadInputError
+    from engine.training.trainer import train
+
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    with pytest.raises(BadInputError, match="bundled app"):
+        train(small_data, tmp_path / "run", TrainConfig(compile=True))
+    assert not (tmp_path / "run").exists()

@@ -11,7 +11,7 @@ from engine.backbones.build import create_model
 from engine.backbones.registry import get_backbone
 from engine.dataset.cache import DecodedImageCache
 from engine.dataset.report import ImageItem
-from engine.events import Warning_
+from engine.events import WarningEvent
 from engine.training import run_folder as rf
 from engine.training.config import TrainConfig
 from engine.training.evaluate_run import evaluate_run, predict_items
@@ -32,7 +32,7 @@ def test_evaluate_uses_the_recorded_split_and_reports_added_and_removed_photos(s
     events: list = []
     document = evaluate_run(run, on_event=events.append)
     assert sorted(p["path"] for p in document["validation"]["predictions"]) == validation
-    warnings = [e.message for e in events if isinstance(e, Warning_)]
+    warnings = [e.message for e in events if isinstance(e, WarningEvent)]
     assert [m for m in warnings if "1 photo" in m and str(added) in m], warnings
     assert [m for m in warnings if "1 photo" in m and str(removed) in m], warnings
 

@@ -1,6 +1,7 @@
 """Training end to end on generated data: it learns, it records, it stops and resumes, it fails clearly."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from engine.backbones.build import create_model
 from engine.backbones.inference import load_trained_model
 from engine.control import RunControl
 from engine.dataset.cache import DecodedImageCache
-from engine.events import BatchProgress, EpochEnded, RunFailed, RunFinished, Warning_
+from engine.events import BatchProgress, EpochEnded, RunFailed, RunFinished, WarningEvent
 from engine.training import fine_tune as fine_tune_module
 from engine.training import preparation as preparation_module
 from engine.training import run_folder as rf
@@ -58,9 +59,10 @@ def test_fine_tune_run_folder_is_complete(trained_run: Path) -> None:
     assert json.loads((trained_run / rf.SCAN_REPORT_FILE).read_text())["classes"] == evaluation["labels"]
 
 
-def test_reevaluation_matches_training_evaluation(trained_run: Path) -> None:
-    saved = json.loads((trained_run / rf.EVALUATION_FILE).read_text())
-    again = evaluate_run(trained_run)
+def test_reevaluation_matches_training_evaluation(trained_run: Path, tmp_path: Path) -> None:
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))  # evaluate_run rewrites evaluation.json
+    saved = json.loads((run / rf.EVALUATION_FILE).read_text())
+    again = evaluate_run(run)
     assert [p["predicted"] for p in again["validation"]["predictions"]] == [
         p["predicted"] for p in saved["validation"]["predictions"]]
     assert again["validation"]["accuracy"] == saved["validation"]["accuracy"]
@@ -233,7 +235,7 @@ def test_out_of_memory_halves_batch_size_and_continues(small_data: Path, tmp_pat
     result = train(small_data, tmp_path / "run", TrainConfig(epochs=2, batch_size=8, early_stopping=0),
                    on_event=events.append)
     assert result.status == "completed"
-    warnings = [e.message for e in events if type(e).__name__ == "Warning_" and "out of memory" in e.message]
+    warnings = [e.message for e in events if type(e).__name__ == "WarningEvent" and "out of memory" in e.message]
     assert warnings == ["out of memory during epoch 1: retrying it with batch size 4",
                         "out of memory during epoch 1: retrying it with batch size 2"]
     assert [m["epoch"] for m in rf.read_metrics(tmp_path / "run")] == [0, 1, 2]
@@ -267,7 +269,7 @@ def test_files_deleted_after_the_scan_are_skipped_with_a_warning(small_data: Pat
     events: list = []
     result = train(data, tmp_path / "run", TrainConfig(epochs=1, batch_size=4), on_event=events.append)
     assert result.status == "completed"
-    skipped = {e.message.split(":")[0] for e in events if type(e).__name__ == "Warning_" and "skipped" in e.message}
+    skipped = {e.message.split(":")[0] for e in events if type(e).__name__ == "WarningEvent" and "skipped" in e.message}
     assert skipped == {f"skipped {v}" for v in victims}
 
 
@@ -307,7 +309,7 @@ def test_resume_keeps_the_recorded_split_and_reports_new_photos(small_data: Path
     evaluation = json.loads((run / rf.EVALUATION_FILE).read_text())
     assert sorted(p["path"] for p in evaluation["validation"]["predictions"]) == recorded_val
     assert (run / rf.SCAN_REPORT_FILE).read_text() == recorded, "the record stays what the run was split into"
-    warnings = [e.message for e in events if isinstance(e, Warning_)]
+    warnings = [e.message for e in events if isinstance(e, WarningEvent)]
     assert [m for m in warnings if "1 photo" in m and str(added) in m], warnings
 
 

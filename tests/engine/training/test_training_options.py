@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.events import Warning_
+from engine.events import WarningEvent
 from engine.training import fine_tune as fine_tune_module
 from engine.training import run_folder as rf
 from engine.training.checkpoints import load_checkpoint
@@ -23,7 +23,7 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement(
                    on_event=events.append)
     assert result.status == "completed"
     assert [m["epoch"] for m in rf.read_metrics(tmp_path / "run")] == [0, 1, 2]
-    assert any(isinstance(e, Warning_) and "early stopping after epoch 2" in e.message for e in events)
+    assert any(isinstance(e, WarningEvent) and "early stopping after epoch 2" in e.message for e in events)
 
 
 def test_class_weighting_changes_the_loss_on_imbalanced_data(small_data: Path, tmp_path: Path) -> None:
