@@ -132,6 +132,7 @@ class JobRunner(JobSignals):
         self.qthread.setObjectName(f"{name}Thread")
         self.worker.moveToThread(self.qthread)
         self.qthread.finished.connect(self.worker.deleteLater)  # the thread ends only after stop: no job follows
+        self.qthread.finished.connect(self.on_thread_finished)
         self._submit.connect(self.worker.on_job)
         for name in RELAYED_SIGNALS:
             getattr(self.worker, name).connect(getattr(self, name))
@@ -202,3 +203,13 @@ class JobRunner(JobSignals):
         if job in self._jobs:
             self._jobs.remove(job)
         self.finished.emit(job)
+
+    @Slot()
+    def on_thread_finished(self) -> None:
+        """Jobs still queued when ``stop`` ended the thread never ran (a quitting event loop drops the queued
+        ones): report each as aborted and finished, so that every job's end is reported and ``busy`` clears."""
+        while self._jobs:
+            job = self._jobs.pop(0)
+            job.control.cancel()
+            self.aborted.emit(job)
+            self.finished.emit(job)

@@ -109,3 +109,25 @@ def test_the_worker_is_deleted_with_its_thread(qtbot) -> None:
     assert runner.wait(10_000)
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
     assert not shiboken6.isValid(worker)
+
+
+def test_jobs_still_queued_when_stop_ends_the_thread_are_reported_as_aborted(qtbot) -> None:
+    """A job queued behind a running one when the window closes never runs (the quitting event loop drops it):
+    its end is still reported, so nothing waits on it and ``busy`` clears."""
+    runner = JobRunner("queued")
+    entered, release = threading.Event(), threading.Event()
+
+    def blocking(_on_event, _control) -> None:  # noqa: ANN001
+        entered.set()
+        release.wait(10)
+
+    first = runner.submit(Job("running", blocking))
+    assert entered.wait(10)
+    queued = runner.submit(Job("queued", lambda _e, _c: None))
+    aborted: list[Job] = []
+    runner.aborted.connect(lambda job: aborted.append(job))
+    runner.stop()
+    release.set()
+    assert runner.wait(10_000)
+    qtbot.waitUntil(lambda: not runner.busy, timeout=5_000)
+    assert queued in aborted and queued.control.cancelled and first not in runner._jobs
