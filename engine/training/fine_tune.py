@@ -28,7 +28,7 @@ from engine.training.frozen_features import FrozenFeatures
 from engine.training.loop import cross_entropy, logits_from_features, train_one_epoch, warmup_cosine
 from engine.training.quick_head import head_metrics, labels_tensor
 from engine.training.recipe import FineTunePlan
-from engine.training.strategies import apply_strategy, parameter_groups, set_train_mode
+from engine.training.strategies import apply_strategy, build_optimizer, set_train_mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,8 @@ class FineTuner:
                                "of validation wait for it, a minute or more on a CPU"))
             for module in (*self.model.stages[first:], self.model.head):
                 module.compile()  # in place: state_dict keys, checkpoints and export stay as they are
-        optimizer = self._optimizer()
+        optimizer = build_optimizer(self.model, first, self.config.lr, self.config.optimizer,
+                                    self.config.backbone_lr_factor, self.config.weight_decay)
         scheduler = self._scheduler(optimizer, len(data.train_items))
         scaler = torch.amp.GradScaler("cuda") if self.setup.use_scaler else None
         if checkpoint is not None and checkpoint.get("optimizer"):
@@ -97,13 +98,6 @@ class FineTuner:
                 self.on_event(WarningEvent(f"early stopping after epoch {epoch}: no validation improvement for "
                                            f"{self.recorder.bad_epochs} epochs"))
                 break
-
-    def _optimizer(self) -> torch.optim.Optimizer:
-        groups = parameter_groups(self.model, self.plan.first_trainable, self.config.lr,
-                                  self.config.backbone_lr_factor)
-        if self.config.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=self.config.lr, momentum=0.9, weight_decay=self.config.weight_decay)
-        return torch.optim.AdamW(groups, lr=self.config.lr, weight_decay=self.config.weight_decay)
 
     def _scheduler(self, optimizer: torch.optim.Optimizer, images: int) -> torch.optim.lr_scheduler.LambdaLR:
         steps = _steps(images, self.batch_size)

@@ -28,7 +28,7 @@ from engine.training.loop import cross_entropy
 from engine.training.preparation import prepare_training
 from engine.training.quick_head import labels_tensor
 from engine.training.recipe import plan_fine_tune
-from engine.training.strategies import apply_strategy, parameter_groups, set_train_mode
+from engine.training.strategies import apply_strategy, build_optimizer, set_train_mode
 
 START_LR, END_LR, STEPS = 1e-7, 1.0, 200
 _SMOOTHING = 0.95  # exponential moving average of the loss, bias-corrected (fastai's beta 0.98 over 100 steps)
@@ -69,10 +69,8 @@ def find_learning_rate(data_dir: Path | str, config: TrainConfig | None = None, 
     first = plan.first_trainable
     on_event(Info(f"learning-rate sweep: {plan.depth} fine-tune ({plan.reason})"))
     apply_strategy(model, first, plan.train_batchnorm)
-    groups = parameter_groups(model, first, 1.0, config.backbone_lr_factor)  # lr = the multiplier of each group
-    factors = [group["lr"] for group in groups]
-    optimizer = (torch.optim.SGD(groups, lr=1.0, momentum=0.9, weight_decay=config.weight_decay)
-                 if config.optimizer == "sgd" else torch.optim.AdamW(groups, lr=1.0, weight_decay=config.weight_decay))
+    optimizer = build_optimizer(model, first, 1.0, config.optimizer, config.backbone_lr_factor, config.weight_decay)
+    factors = [group["lr"] for group in optimizer.param_groups]  # lr 1.0: each group's multiplier of the swept rate
     loss_fn = cross_entropy(prepared.class_weights, config.label_smoothing)
     inputs = (prepared.frozen.augmented(train_items, first, 0, "augmented view (sweep)",
                                         on_disk=plan.views < plan.epochs) if first else None)

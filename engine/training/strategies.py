@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from engine.backbones.build import TransferModel
@@ -47,3 +48,12 @@ def parameter_groups(model: TransferModel, first_trainable: int, lr: float, back
     if backbone:
         groups.append({"params": backbone, "lr": lr * backbone_lr_factor, "name": "backbone"})
     return groups
+
+
+def build_optimizer(model: TransferModel, first_trainable: int, lr: float, optimizer: str, backbone_lr_factor: float,
+                    weight_decay: float) -> torch.optim.Optimizer:
+    """The fine-tune's optimizer ("adamw", or "sgd" with momentum 0.9) over ``parameter_groups``."""
+    groups = parameter_groups(model, first_trainable, lr, backbone_lr_factor)
+    if optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)

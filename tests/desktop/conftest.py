@@ -12,6 +12,7 @@ from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QMessageBox, QWidget
 
 from desktop.main_window import MainWindow
+from desktop.predictor_app import PredictorWindow
 from desktop.settings import AppSettings
 from engine.preprocessing import Preprocessing
 from engine.training.config import TrainConfig
@@ -99,3 +100,16 @@ def make_run_info() -> MakeRunInfo:
         return RunInfo(**{**values, **fields})
 
     return make
+
+
+@pytest.fixture
+def predictor_window(qtbot, settings: AppSettings) -> Iterator[PredictorWindow]:
+    """The light predictor app's window, shown; closed after the test once every worker thread has ended."""
+    window = PredictorWindow(settings)
+    window.show()
+    qtbot.waitExposed(window)
+    yield window
+    window.close()
+    qtbot.waitUntil(lambda: not any(runner.running for runner in window.runner_list()), timeout=60_000)
+    window.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)

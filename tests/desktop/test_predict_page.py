@@ -8,11 +8,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QCoreApplication, QEvent, Qt
+from PySide6.QtCore import Qt
 
 from desktop.pages.predict import PredictPage
 from desktop.predictor_app import PredictorWindow
-from desktop.settings import AppSettings
 from desktop.workers import Job
 from engine.control import RunControl
 from engine.events import BatchPredicted, EventSink
@@ -37,17 +36,10 @@ class HeldPredictor:
 
 
 @pytest.fixture
-def page(qtbot, settings: AppSettings) -> Iterator[PredictPage]:
-    window = PredictorWindow(settings)
-    window.show()
-    qtbot.waitExposed(window)
-    window.page.predictor = HeldPredictor()
-    yield window.page
-    window.page.predictor.release.set()
-    window.close()
-    qtbot.waitUntil(lambda: not any(runner.running for runner in window.runner_list()), timeout=60_000)
-    window.deleteLater()
-    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+def page(predictor_window: PredictorWindow) -> Iterator[PredictPage]:
+    predictor_window.page.predictor = HeldPredictor()
+    yield predictor_window.page
+    predictor_window.page.predictor.release.set()  # before the window closes, so the held prediction can stop
 
 
 @pytest.fixture

@@ -3,35 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from PySide6.QtCore import QCoreApplication, QEvent
-
 from desktop.predictor_app import PredictorWindow, smoke_report
-from desktop.settings import AppSettings
 
 
-@pytest.fixture(scope="module")
-def model(exported_model: Path) -> Path:
-    """The session's exported model (exporting again would rewrite the shared run's export_parity.json)."""
-    return exported_model
-
-
-@pytest.fixture
-def predictor_window(qtbot, settings: AppSettings) -> Iterator[PredictorWindow]:
-    window = PredictorWindow(settings)
-    window.show()
-    qtbot.waitExposed(window)
-    yield window
-    window.close()
-    qtbot.waitUntil(lambda: not any(runner.running for runner in window.runner_list()), timeout=60_000)
-    window.deleteLater()
-    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
-
-
-def test_drop_model_and_photos_on_the_window(predictor_window: PredictorWindow, drop, qtbot, model: Path,
+def test_drop_model_and_photos_on_the_window(predictor_window: PredictorWindow, drop, qtbot, exported_model: Path,
                                              trained_run: Path, tmp_path: Path, capsys) -> None:
     evaluation = json.loads((trained_run / "evaluation.json").read_text(encoding="utf-8"))
     photos = [Path(row["path"]) for row in evaluation["validation"]["predictions"][:3]]
@@ -40,13 +17,13 @@ def test_drop_model_and_photos_on_the_window(predictor_window: PredictorWindow, 
     broken = folder / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
 
-    drop(predictor_window, [model, *photos, folder])  # the model loads first, the photos wait for it
+    drop(predictor_window, [exported_model, *photos, folder])  # the model loads first, the photos wait for it
     page = predictor_window.page
     qtbot.waitUntil(lambda: len(page.results) == 4 and not predictor_window.runner.busy, timeout=60_000)
     assert [r.path for r in page.results[:3]] == [str(p) for p in photos]
     assert page.results[3].error and page.results[3].path == str(broken)
-    assert predictor_window.windowTitle().startswith(f"{model.name} — ")
-    assert ("model", str(model)) in predictor_window.settings.recent()
+    assert predictor_window.windowTitle().startswith(f"{exported_model.name} — ")
+    assert ("model", str(exported_model)) in predictor_window.settings.recent()
 
     assert smoke_report(predictor_window) == 0
     printed = capsys.readouterr().out
