@@ -18,20 +18,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
-def run_one(size: int, image_size: int, classes: int, work: Path) -> dict:
-    """Generate ``size`` images and train on them in this process; the figures as a dict."""
-    from engine.dataset.sample_data import generate_sample_dataset
+def phase_marks() -> tuple[dict[str, float], Callable[[object], None]]:
+    """An event sink that notes when the run started, the head (epoch 0) and the last epoch ended, and it finished."""
     from engine.events import EpochEnded, RunFinished, RunStarted
-    from engine.training import run_folder as rf
-    from engine.training.trainer import train
 
-    started = time.perf_counter()
-    data = generate_sample_dataset(work / "data", classes=classes, per_class=size // classes, seed=0,
-                                   image_size=image_size)
-    generated = time.perf_counter()
     marks: dict[str, float] = {}
 
     def on_event(event: object) -> None:
@@ -44,6 +38,20 @@ def run_one(size: int, image_size: int, classes: int, work: Path) -> dict:
         elif isinstance(event, RunFinished):
             marks["finished"] = now
 
+    return marks, on_event
+
+
+def run_one(size: int, image_size: int, classes: int, work: Path) -> dict:
+    """Generate ``size`` images and train on them in this process; the figures as a dict."""
+    from engine.dataset.sample_data import generate_sample_dataset
+    from engine.training import run_folder as rf
+    from engine.training.trainer import train
+
+    started = time.perf_counter()
+    data = generate_sample_dataset(work / "data", classes=classes, per_class=size // classes, seed=0,
+                                   image_size=image_size)
+    generated = time.perf_counter()
+    marks, on_event = phase_marks()
     result = train(data, work / "run", on_event=on_event)
     metrics = rf.read_metrics(work / "run")
     cache = Path(os.environ["XDG_CACHE_HOME"])

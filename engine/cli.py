@@ -205,9 +205,11 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                              "full: every stage")
     parser.add_argument("--epochs", type=int, default=d.epochs,
                         help="epochs after the quick head; 0: chosen from how well the quick head fits")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="images per training step")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size,
+                        help="images per training step; 0: chosen for the device (16 on a CPU, 128 on a GPU)")
     parser.add_argument("--lr", type=float, default=d.lr,
-                        help="learning rate of the head (the unfrozen stages use a tenth of it)")
+                        help="learning rate of the head for a batch of 16, scaled by sqrt(batch size / 16) (the "
+                             "unfrozen stages use a tenth of it)")
     _add_split_options(parser, val_split=d.val_split, test_split=d.test_split)
     parser.add_argument("--augment", choices=config.AUGMENT_PRESETS, default=d.augment,
                         help="how strongly the training photos are varied (crops, flips, colour)")

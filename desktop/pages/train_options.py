@@ -136,7 +136,7 @@ def _option_widget(name: str) -> QWidget:
         "backbone": lambda: _combo([spec.name for spec in list_backbones()], characters=BACKBONE_CHARACTERS),
         "strategy": lambda: _combo(STRATEGIES),
         "epochs": lambda: _spin(0, 1000, off="auto"),
-        "batch_size": lambda: _spin(1, 4096),
+        "batch_size": lambda: _spin(0, 4096, off="auto"),
         "lr": lambda: ScientificSpinBox(1e-6, 9.99),
         "augment": lambda: _combo(AUGMENT_PRESETS),
         "backbone_lr_factor": lambda: ScientificSpinBox(1e-4, 1.0),

@@ -29,7 +29,7 @@ from engine.preprocessing import Preprocessing
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_MEMORY_BUDGET_BYTES = 2 * 1024**3
+DEFAULT_MEMORY_BUDGET_BYTES = 1024**3  # 5,400 photos at 256 x 256; the rest spill to disk
 
 
 def default_disk_dir() -> Path:

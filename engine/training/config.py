@@ -13,7 +13,7 @@ STRATEGIES = ("feature-extract", "fine-tune", "full")
 OPTIMIZERS = ("adamw", "sgd")
 CLASS_WEIGHTING = ("auto", "on", "off")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-AUGMENT_PRESETS = ("none", "light", "standard", "strong")  # built in engine.training.augment
+AUGMENT_PRESETS = ("none", "light", "standard", "strong")  # built in engine.training.batch_augment
 BATCHNORM_MODES = ("frozen", "train")
 # torch.compile needs triton (GPU) or a C++ compiler and inductor's headers (CPU); the full bundle has neither.
 COMPILE_IN_BUNDLE = ("torch.compile (--compile, Advanced > Compile in the app) is not available in the bundled app: "
@@ -36,8 +36,11 @@ class TrainConfig:
     # Epochs after the quick head (fine-tune, full); 0 = chosen by the plan from the quick head's fit
     # (engine.training.recipe: 6 when frozen features fit the data, 12 when they do not).
     epochs: int = 0
-    batch_size: int = 16
-    lr: float = 1e-3  # head learning rate; unfrozen backbone stages get lr * backbone_lr_factor
+    # Images per training step; 0 = chosen for the device (engine.training.batch_size.training_batch_size).
+    batch_size: int = 0
+    # Head learning rate for a batch of 16 (other batch sizes scale it by sqrt(batch / 16)); unfrozen backbone
+    # stages get lr * backbone_lr_factor.
+    lr: float = 1e-3
     backbone_lr_factor: float = 0.1
     unfreeze_stages: int = 0  # fine-tune: how many top stages train after the head; 0 = chosen by the plan
     optimizer: str = "adamw"
@@ -74,7 +77,7 @@ class TrainConfig:
             (self.augment in AUGMENT_PRESETS, f"augment must be one of {', '.join(AUGMENT_PRESETS)}"),
             (self.batchnorm in BATCHNORM_MODES, f"batchnorm must be one of {', '.join(BATCHNORM_MODES)}"),
             (0 <= self.epochs <= 1000, "epochs must be between 1 and 1000 (0: chosen from the quick head)"),
-            (1 <= self.batch_size <= 4096, "batch size must be between 1 and 4096"),
+            (0 <= self.batch_size <= 4096, "batch size must be between 1 and 4096 (0: chosen for the device)"),
             (0 <= self.augment_views <= 1000, "augment_views must be between 1 and 1000 (0: chosen by the plan)"),
             (0 < self.lr < 10, "learning rate must be positive and below 10"),
             (0 < self.backbone_lr_factor <= 1, "backbone_lr_factor must be in (0, 1]"),

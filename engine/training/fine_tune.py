@@ -18,14 +18,14 @@ from engine.backbones.build import TransferModel
 from engine.control import RunControl
 from engine.dataset.report import ImageItem
 from engine.events import EpochStarted, EventSink, Info, WarningEvent
-from engine.images import ImageLoadError
 from engine.training import run_folder as rf
+from engine.training.batch_size import scaled_learning_rate, training_batch_size
 from engine.training.checkpoints import load_checkpoint
 from engine.training.config import TrainConfig
-from engine.training.device import DeviceSetup
+from engine.training.device import DeviceSetup, to_device
 from engine.training.epoch_recorder import EpochMetrics, EpochRecorder
 from engine.training.frozen_features import FrozenFeatures
-from engine.training.loop import cross_entropy, logits_from_features, train_one_epoch, warmup_cosine
+from engine.training.loop import cross_entropy, train_one_epoch, warmup_cosine
 from engine.training.quick_head import head_metrics, labels_tensor
 from engine.training.recipe import FineTunePlan
 from engine.training.strategies import apply_strategy, build_optimizer, set_train_mode
@@ -35,7 +35,6 @@ from engine.training.strategies import apply_strategy, build_optimizer, set_trai
 class FineTuneData:
     train_items: tuple[ImageItem, ...]
     val_items: tuple[ImageItem, ...]
-    val_features: torch.Tensor  # validation photos through the frozen stages (below plan.first_trainable)
     class_weights: torch.Tensor | None
 
 
@@ -47,7 +46,7 @@ class FineTuner:
         self.model, self.plan, self.config, self.setup = model, plan, config, setup
         self.frozen, self.recorder, self.run_dir = frozen, recorder, run_dir
         self.drop_unreadable, self.on_event, self.control = drop_unreadable, on_event, control
-        self.batch_size = config.batch_size
+        self.batch_size = training_batch_size(config.batch_size, setup.device)
 
     def run(self, data: FineTuneData, start_epoch: int, checkpoint: dict[str, Any] | None) -> None:
         """Epochs max(1, start_epoch)..plan.epochs, stopping early after plan.patience epochs without progress."""
@@ -58,7 +57,8 @@ class FineTuner:
                                "of validation wait for it, a minute or more on a CPU"))
             for module in (*self.model.stages[first:], self.model.head):
                 module.compile()  # in place: state_dict keys, checkpoints and export stay as they are
-        optimizer = build_optimizer(self.model, first, self.config.lr, self.config.optimizer,
+        optimizer = build_optimizer(self.model, first, scaled_learning_rate(self.config.lr, self.batch_size),
+                                    self.config.optimizer,
                                     self.config.backbone_lr_factor, self.config.weight_decay)
         scheduler = self._scheduler(optimizer, len(data.train_items))
         scaler = torch.amp.GradScaler("cuda") if self.setup.use_scaler else None
@@ -69,16 +69,17 @@ class FineTuner:
         val_targets = labels_tensor(i.label for i in data.val_items)
         phase = "full" if plan.depth == "full" else "fine-tune"
         train_items = data.train_items
+        self.on_event(Info(f"{phase}: batch size {self.batch_size} on {self.setup.description}"))
         for epoch in range(max(1, start_epoch), plan.epochs + 1):
             self.on_event(EpochStarted(epoch, plan.epochs, phase))
             train_items = self.drop_unreadable(train_items)
-            view_started = time.perf_counter()
-            inputs = self._epoch_inputs(train_items, epoch)
-            view_seconds = time.perf_counter() - view_started
             while True:
+                view_started = time.perf_counter()
+                batches = self._batches(train_items, epoch)  # a reused view's frozen pass runs here, once
+                view_seconds = time.perf_counter() - view_started
                 try:
                     stats = train_one_epoch(
-                        self.model, first, self._batches(train_items, inputs, epoch), optimizer, scheduler, loss_fn,
+                        self.model, first, batches, optimizer, scheduler, loss_fn,
                         self.setup, lambda: set_train_mode(self.model, first, plan.train_batchnorm), epoch=epoch,
                         batch_count=_steps(len(train_items), self.batch_size), grad_clip=self.config.grad_clip,
                         scaler=scaler, on_event=self.on_event, control=self.control,
@@ -88,7 +89,7 @@ class FineTuner:
                     if not _is_out_of_memory(exc):
                         raise
                     scheduler = self._recover_from_out_of_memory(optimizer, len(train_items), epoch)
-            val_logits = logits_from_features(self.model, first, data.val_features, self.setup)
+            val_logits = self.frozen.logits(data.val_items, first, "validation")
             val_loss, val_acc = head_metrics(val_logits, val_targets, data.class_weights, self.config.label_smoothing)
             self.recorder.record(
                 EpochMetrics(epoch, phase, stats.loss, stats.accuracy, val_loss, val_acc,
@@ -123,39 +124,21 @@ class FineTuner:
             scheduler.step()
         return scheduler
 
-    def _epoch_inputs(self, items: tuple[ImageItem, ...], epoch: int) -> Callable[[int], torch.Tensor]:
-        """Input to the trainable stages for training photo ``i`` in this epoch.
+    def _batches(self, items: tuple[ImageItem, ...], epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(inputs of the trainable stages, targets) on the device, for augmented view (epoch - 1) mod plan.views.
 
-        Below frozen stages: the frozen output of augmented view (epoch - 1) mod plan.views, computed for all
-        photos at once (or read from the feature cache, where views are reused), so the frozen stages never run
-        again for that view.
-        With nothing frozen, each photo is augmented afresh (nothing to save, and images are large to keep).
+        Shuffled per epoch with a seed derived from (seed, epoch), so a resumed run sees the same order. A view
+        that later epochs reuse has its frozen outputs computed once (see FrozenFeatures.training_inputs).
         """
-        if self.plan.first_trainable == 0:
-            return lambda i: self.frozen.augment_item(items[i])
-        views = self.plan.views
-        view = (epoch - 1) % views
-        return self.frozen.augmented(items, self.plan.first_trainable, view,
-                                     f"augmented view {view + 1} of {views} (training)",
-                                     on_disk=views < self.plan.epochs).__getitem__
-
-    def _batches(self, items: tuple[ImageItem, ...], inputs: Callable[[int], torch.Tensor],
-                 epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Shuffled per epoch with a seed derived from (seed, epoch), so a resumed run sees the same order."""
         generator = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
         order = torch.randperm(len(items), generator=generator).tolist()
-        torch.manual_seed(self.config.seed * 1000 + epoch)
-        for start in range(0, len(order), self.batch_size):
-            rows, labels = [], []
-            for index in order[start:start + self.batch_size]:
-                try:
-                    rows.append(inputs(index))
-                except ImageLoadError as exc:
-                    self.on_event(WarningEvent(f"skipped {exc.path}: {exc.reason} (changed during training)"))
-                    continue
-                labels.append(items[index].label)
-            if rows:
-                yield torch.stack(rows), labels_tensor(labels)
+        views = self.plan.views
+        view = (epoch - 1) % views
+        inputs = self.frozen.training_inputs(items, self.plan.first_trainable, order, self.batch_size, view,
+                                             views < self.plan.epochs,
+                                             f"augmented view {view + 1} of {views} (training)")
+        labels = labels_tensor(item.label for item in items)
+        return ((x, to_device(labels[rows], self.setup)) for rows, x in inputs)
 
 
 def _steps(images: int, batch_size: int) -> int:

@@ -37,14 +37,13 @@ def fit_quick_head(prepared: PreparedTraining, train_items: tuple[ImageItem, ...
     boundary = stages if config.strategy == "feature-extract" else max(0, stages - SHALLOW_STAGES)
 
     def embeddings(items: tuple[ImageItem, ...], name: str) -> torch.Tensor:
-        features = frozen.evaluation(items, boundary, f"features ({name})")
-        return frozen.embeddings(features, boundary, f"embeddings ({name})")
+        return frozen.embeddings(items, boundary, f"features ({name})")
 
     train_embeddings, val_embeddings = embeddings(train_items, "training"), embeddings(val_items, "validation")
     train_targets = labels_tensor(i.label for i in train_items)
     fit_started = time.perf_counter()
     weight, bias, l2 = fit_linear_head(train_embeddings, train_targets, len(prepared.labels),
-                                       prepared.class_weights, seed=config.seed)
+                                       prepared.class_weights, seed=config.seed, device=prepared.setup.device)
     fit_seconds = time.perf_counter() - fit_started
     with torch.no_grad():
         model.head[-1].weight.copy_(weight)

@@ -1,7 +1,7 @@
 """One training epoch and one evaluation pass of the trainable top of the network.
 
-Batches arrive as outputs of the frozen stages (computed once per augmented view, without autograd, by the
-trainer), or as images when nothing is frozen; only the trainable stages and the head build a graph.
+Batches arrive as outputs of the frozen stages (computed without autograd by ``FrozenFeatures``), or as
+augmented images when nothing is frozen; only the trainable stages and the head build a graph.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 
 from engine.backbones.build import TransferModel, run_stages
-from engine.backbones.inference import forward_in_batches
 from engine.control import RunControl
 from engine.events import BatchProgress, EventSink
 from engine.training.device import DeviceSetup, to_device
@@ -52,9 +51,17 @@ def train_one_epoch(
     on_event: EventSink,
     control: RunControl,
 ) -> EpochStats:
+    """One pass over ``batches`` (inputs of the trainable stages, targets).
+
+    Loss and accuracy are summed on the device and read back only for a progress event (a few a second) and at
+    the end: a read per step would make the host wait for the device at every batch. A loss that stops being
+    finite is caught at the next read.
+    """
     set_mode()
     trainable = range(first_trainable, len(model.stages))
-    total_loss, correct, seen = 0.0, 0, 0
+    total_loss = torch.zeros((), device=setup.device)
+    correct = torch.zeros((), dtype=torch.long, device=setup.device)
+    seen = 0
     started = last_event = time.perf_counter()
     for index, (images, targets) in enumerate(batches, start=1):
         control.check()
@@ -62,12 +69,6 @@ def train_one_epoch(
         with torch.autocast(setup.device, dtype=setup.amp_dtype, enabled=setup.amp_dtype is not None):
             logits = model.head(run_stages(model, trainable, images))
             loss = loss_fn(logits.float(), targets)
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise NonFiniteLossError(
-                f"the loss became {loss_value} at epoch {epoch}, batch {index}: training diverged. "
-                "Lower the learning rate (for example --lr 0.0001) and try again."
-            )
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -79,18 +80,31 @@ def train_one_epoch(
         if _optimizer_step(optimizer, scaler):
             scheduler.step()
         count = len(targets)
-        total_loss += loss_value * count
-        correct += int((logits.argmax(1) == targets).sum())
+        total_loss += loss.detach() * count
+        correct += (logits.detach().argmax(1) == targets).sum()
         seen += count
         now = time.perf_counter()
         if now - last_event >= _BATCH_EVENT_INTERVAL or index in (1, batch_count):
             last_event = now
+            loss_value = _finite_loss(loss, epoch, index)
             elapsed = now - started
             on_event(BatchProgress(epoch, index, batch_count, loss_value, seen / elapsed,
                                    elapsed / index * (batch_count - index)))
     control.check()  # a stop requested during the last batch discards the epoch, like any other mid-epoch stop
+    mean_loss = _finite_loss(total_loss / max(seen, 1), epoch, None)
     seconds = time.perf_counter() - started
-    return EpochStats(total_loss / max(seen, 1), correct / max(seen, 1), seen, seconds)
+    return EpochStats(mean_loss, int(correct) / max(seen, 1), seen, seconds)
+
+
+def _finite_loss(loss: torch.Tensor, epoch: int, batch: int | None) -> float:
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        where = f"batch {batch}" if batch is not None else "its end"
+        raise NonFiniteLossError(
+            f"the loss became {value} at epoch {epoch} (seen at {where}): training diverged. "
+            "Lower the learning rate (for example --lr 0.0001) and try again."
+        )
+    return value
 
 
 def _optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> bool:
@@ -106,14 +120,6 @@ def _optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScal
     scaler.step(optimizer)
     scaler.update()
     return scaler.get_scale() >= scale
-
-
-def logits_from_features(model: TransferModel, first_trainable: int, features: torch.Tensor, setup: DeviceSetup,
-                         batch_size: int = 64, *, control: RunControl | None = None) -> torch.Tensor:
-    """Logits for inputs already passed through the frozen stages (see ``FrozenFeatures``)."""
-    return forward_in_batches(model, range(first_trainable, len(model.stages)), len(features),
-                              lambda rows: features[rows.start:rows.stop], setup, batch_size, head=True,
-                              phase="logits", control=control)
 
 
 def cross_entropy(class_weights: torch.Tensor | None, label_smoothing: float) -> Callable:

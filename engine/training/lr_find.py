@@ -8,7 +8,6 @@ the plan picks, on the same augmented frozen features. Nothing is written to a r
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from engine.control import RunControl
 from engine.errors import BadInputError
 from engine.events import EventSink, Info, Progress, ignore_event
 from engine.line_plot import log_x_line_plot
+from engine.training.batch_size import scaled_learning_rate, training_batch_size
 from engine.training.config import TrainConfig
 from engine.training.device import to_device
 from engine.training.head_phase import fit_quick_head
@@ -69,12 +69,16 @@ def find_learning_rate(data_dir: Path | str, config: TrainConfig | None = None, 
     first = plan.first_trainable
     on_event(Info(f"learning-rate sweep: {plan.depth} fine-tune ({plan.reason})"))
     apply_strategy(model, first, plan.train_batchnorm)
-    optimizer = build_optimizer(model, first, 1.0, config.optimizer, config.backbone_lr_factor, config.weight_decay)
-    factors = [group["lr"] for group in optimizer.param_groups]  # lr 1.0: each group's multiplier of the swept rate
+    batch_size = min(training_batch_size(config.batch_size, setup.device), len(train_items))
+    # Each group's multiplier of the swept rate, which is in --lr's units (scaled like it for the batch size).
+    optimizer = build_optimizer(model, first, scaled_learning_rate(1.0, batch_size), config.optimizer,
+                                config.backbone_lr_factor, config.weight_decay)
+    factors = [group["lr"] for group in optimizer.param_groups]
     loss_fn = cross_entropy(prepared.class_weights, config.label_smoothing)
-    inputs = (prepared.frozen.augmented(train_items, first, 0, "augmented view (sweep)",
-                                        on_disk=plan.views < plan.epochs) if first else None)
-    batches = _batches(len(train_items), config.batch_size, config.seed)
+    order = _order(len(train_items), batch_size, steps, config.seed)
+    batches = prepared.frozen.training_inputs(train_items, first, order, batch_size, 0, plan.views < plan.epochs,
+                                              "augmented view (sweep)")
+    labels = labels_tensor(item.label for item in train_items)
     ratio = (end_lr / start_lr) ** (1 / (steps - 1))
     rates: list[float] = []
     losses: list[float] = []
@@ -86,11 +90,8 @@ def find_learning_rate(data_dir: Path | str, config: TrainConfig | None = None, 
         lr = start_lr * ratio**step
         for group, factor in zip(optimizer.param_groups, factors, strict=True):
             group["lr"] = lr * factor
-        rows = next(batches)
-        x = inputs[rows] if inputs is not None else torch.stack([prepared.frozen.augment_item(train_items[i])
-                                                                 for i in rows.tolist()])
-        targets = labels_tensor(train_items[i].label for i in rows.tolist())
-        x, targets = to_device(x, setup), to_device(targets, setup)
+        rows, x = next(batches)
+        targets = to_device(labels[rows], setup)
         with torch.autocast(setup.device, dtype=setup.amp_dtype, enabled=setup.amp_dtype is not None):
             loss = loss_fn(model.head(run_stages(model, range(first, len(model.stages)), x)).float(), targets)
         value = float(loss.detach())
@@ -148,11 +149,11 @@ def suggest_learning_rate(rates: list[float], smoothed: list[float]) -> tuple[fl
     return rates[edge] / 10, steepest
 
 
-def _batches(count: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
-    """Endless shuffled batches of indices (the sweep may need more steps than one epoch has)."""
+def _order(count: int, batch_size: int, steps: int, seed: int) -> list[int]:
+    """Shuffled indices for ``steps`` whole batches: as many epochs' permutations as the sweep needs."""
     generator = torch.Generator().manual_seed(seed)
-    size = min(batch_size, count)
-    while True:
-        order = torch.randperm(count, generator=generator)
-        for start in range(0, count - size + 1, size):
-            yield order[start:start + size]
+    per_epoch = count - count % batch_size
+    order: list[int] = []
+    while len(order) < steps * batch_size:
+        order += torch.randperm(count, generator=generator)[:per_epoch].tolist()
+    return order[:steps * batch_size]

@@ -16,7 +16,7 @@ from engine.dataset.cache import DecodedImageCache
 from engine.dataset.report import IMBALANCE_WARNING_RATIO, ScanReport
 from engine.dataset.scan import scan_dataset
 from engine.events import EventSink
-from engine.training.augment import build_train_transform
+from engine.training.batch_augment import BatchAugment
 from engine.training.config import TrainConfig
 from engine.training.device import DeviceSetup, resolve_device
 from engine.training.feature_cache import weights_identity
@@ -51,7 +51,7 @@ def prepare_training(data_dir: Path, config: TrainConfig, on_event: EventSink,
     if setup.channels_last:
         model = model.to(memory_format=torch.channels_last)
     frozen = FrozenFeatures(model, config, weights_identity(config.backbone, weights_file), cache,
-                            build_train_transform(config.augment, preprocessing), setup, on_event, control)
+                            BatchAugment(config.augment, preprocessing), setup, on_event, control)
     return PreparedTraining(config, setup, cache, report, labels, model, class_weights_for(config, report, labels),
                             frozen)
 

@@ -23,24 +23,29 @@ def fit_linear_head(
     class_weights: torch.Tensor | None = None,
     l2: float | None = None,
     seed: int = 0,
+    device: str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Weight, bias and the L2 strength used; ``l2=None`` chooses it by stratified K-fold CV on this data."""
+    """Weight, bias (on the CPU) and the L2 strength used; ``l2=None`` chooses it by stratified K-fold CV on this
+    data. ``device="cuda"`` runs the fits there: 16 float64 fits on 16,000 photos take minutes on 2 CPU cores."""
+    if device == "cuda":
+        features, targets = features.to(device), targets.to(device)
+        class_weights = class_weights.to(device) if class_weights is not None else None
     if l2 is None:
         l2 = choose_l2(features, targets, num_classes, class_weights, seed)
     weight, bias = _lbfgs(features, targets, num_classes, class_weights, l2)
-    return weight, bias, l2
+    return weight.cpu(), bias.cpu(), l2
 
 
 def choose_l2(features: torch.Tensor, targets: torch.Tensor, num_classes: int,
               class_weights: torch.Tensor | None, seed: int) -> float:
-    folds = _stratified_folds(targets.numpy(), _CV_FOLDS, seed)
+    folds = _stratified_folds(targets.cpu().numpy(), _CV_FOLDS, seed)
     if len(folds) < 2:
         return L2_CANDIDATES[len(L2_CANDIDATES) // 2]
     scores = []
     for l2 in L2_CANDIDATES:
         correct = 0
         for held_out in folds:
-            mask = np.ones(len(targets), dtype=bool)
+            mask = torch.ones(len(targets), dtype=torch.bool, device=targets.device)
             mask[held_out] = False
             weight, bias = _lbfgs(features[mask], targets[mask], num_classes, class_weights, l2)
             predicted = (features[held_out] @ weight.T + bias).argmax(1)
@@ -66,8 +71,9 @@ def _stratified_folds(targets: np.ndarray, folds: int, seed: int) -> list[np.nda
 def _lbfgs(features: torch.Tensor, targets: torch.Tensor, num_classes: int,
            class_weights: torch.Tensor | None, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
     features = features.double()
-    weight = torch.zeros(num_classes, features.shape[1], dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    weight = torch.zeros(num_classes, features.shape[1], dtype=torch.float64, device=features.device,
+                         requires_grad=True)
+    bias = torch.zeros(num_classes, dtype=torch.float64, device=features.device, requires_grad=True)
     weights = class_weights.double() if class_weights is not None else None
     optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=200, history_size=20,
                                   line_search_fn="strong_wolfe", tolerance_grad=1e-6)

@@ -28,7 +28,6 @@ from engine.training.epoch_recorder import EpochMetrics, EpochRecorder
 from engine.training.feature_cache import default_feature_dir
 from engine.training.fine_tune import FineTuneData, FineTuner
 from engine.training.head_phase import fit_quick_head
-from engine.training.loop import logits_from_features
 from engine.training.preparation import class_weights_for, prepare_training
 from engine.training.recipe import FineTunePlan, plan_fine_tune
 
@@ -174,11 +173,9 @@ class _Session:
                 self.plan = self._quick_head_and_plan()
             assert self.plan is not None  # set by the quick head, or read back on resume
             if self._fine_tune_left(self.plan):
-                frozen = self.prepared.frozen
-                val_features = frozen.evaluation(self.val_items, self.plan.first_trainable, "features (validation)")
-                FineTuner(self.model, self.plan, self.config, self.setup, frozen, self.recorder, self.run_dir,
-                          self._drop_unreadable, self.on_event, self.control).run(
-                    FineTuneData(self.train_items, self.val_items, val_features, self.prepared.class_weights),
+                FineTuner(self.model, self.plan, self.config, self.setup, self.prepared.frozen, self.recorder,
+                          self.run_dir, self._drop_unreadable, self.on_event, self.control).run(
+                    FineTuneData(self.train_items, self.val_items, self.prepared.class_weights),
                     self.start_epoch, self.checkpoint)
             evaluation = self._final_evaluation()
             status = "completed"
@@ -251,9 +248,7 @@ class _Session:
         for name, items in (("validation", self.val_items), ("test", self.test_items)):
             if not items:
                 continue
-            features = self.prepared.frozen.evaluation(items, first, f"features ({name})")
-            probabilities = logits_from_features(self.model, first, features, self.setup,
-                                                 control=self.control).softmax(1)
+            probabilities = self.prepared.frozen.logits(items, first, f"evaluating ({name})").softmax(1)
             splits[name] = evaluate_predictions(self.labels, [i.label for i in items], probabilities.numpy(),
                                                 [i.path for i in items])
         document = evaluation_document(self.labels, splits["validation"], splits.get("test"),

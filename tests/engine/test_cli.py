@@ -90,7 +90,8 @@ def test_command_help_gives_each_option_its_default_and_what_it_does(capsys) -> 
     text = _help(capsys, "train")
     assert "--optimizer {adamw,sgd} optimizer of the fine-tune" in text and "(default: adamw)" in text
     assert "--class-weighting {auto,on,off}" in text and "(default: auto)" in text
-    assert "--batch-size BATCH_SIZE images per training step (default: 16)" in text
+    assert "--batch-size BATCH_SIZE images per training step; 0: chosen for the device" in text
+    assert "(default: 0)" in text
     assert "--early-stopping EARLY_STOPPING" in text and "(default: -1)" in text
     assert "(default: None)" not in text and "(default: False)" not in text
     text = _help(capsys, "predict")

@@ -7,7 +7,8 @@ import torch
 
 from engine.backbones.inference import forward_in_batches
 from engine.training import batch_size as batch_size_module
-from engine.training.batch_size import CANDIDATES, BatchSizeTuner
+from engine.training.batch_size import CPU_CANDIDATES as CANDIDATES
+from engine.training.batch_size import GPU_CANDIDATES, BatchSizeTuner
 from engine.training.device import resolve_device
 
 
@@ -34,6 +35,14 @@ def test_each_candidate_is_tried_twice_then_the_fastest_is_kept_and_remembered(s
     assert tuner.chosen == 8 and tuner.next() == 8
     assert BatchSizeTuner("machine-a").chosen == 8, "the answer is read back next time"
     assert BatchSizeTuner("machine-b").chosen is None
+
+
+def test_a_gpu_tries_large_batches() -> None:
+    """A GPU is measured at sizes a CPU never would: small batches leave most of the card idle."""
+    tuner = BatchSizeTuner("gpu", device="cuda")
+    speeds = {64: 4e-4, 128: 2e-4, 256: 1e-4, 512: 1.5e-4}
+    assert _run_trials(tuner, speeds) == [size for size in GPU_CANDIDATES for _ in range(2)]
+    assert tuner.chosen == 256
 
 
 def test_only_the_second_run_of_a_size_counts() -> None:

@@ -1,5 +1,6 @@
 """One training epoch: the scheduler follows the optimizer's real steps."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -7,7 +8,7 @@ from engine.backbones.build import TransferModel
 from engine.control import RunControl
 from engine.events import ignore_event
 from engine.training.device import resolve_device
-from engine.training.loop import cross_entropy, train_one_epoch
+from engine.training.loop import NonFiniteLossError, cross_entropy, train_one_epoch
 
 
 class _SkippingScaler:
@@ -51,3 +52,33 @@ def test_scheduler_steps_with_every_optimizer_step() -> None:
 
 def test_scheduler_does_not_step_when_the_scaler_skipped_the_step() -> None:
     assert _scheduler_steps(_SkippingScaler()) == 0
+
+
+def _epoch(batches: list, events: list) -> object:
+    torch.manual_seed(0)
+    model = TransferModel([nn.Flatten()], feature_dim=4, num_classes=2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return train_one_epoch(model, 0, batches, optimizer, scheduler, cross_entropy(None, 0.0), resolve_device("cpu"),
+                           model.train, epoch=2, batch_count=len(batches), grad_clip=0.0, scaler=None,
+                           on_event=events.append, control=RunControl())
+
+
+def test_the_epoch_loss_and_accuracy_are_summed_over_every_batch() -> None:
+    """Summed on the device and read once: the figures still cover every image of the epoch."""
+    generator = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(n, 4, generator=generator), torch.randint(0, 2, (n,), generator=generator))
+               for n in (4, 3, 5)]
+    events: list = []
+    stats = _epoch(batches, events)
+    assert stats.images == 12
+    assert 0 < stats.loss < 5 and stats.accuracy in {k / 12 for k in range(13)}
+    assert [e.batch for e in events][0] == 1 and events[-1].batch == 3, "progress at the first and last batch"
+
+
+def test_a_diverged_loss_stops_the_run_with_advice() -> None:
+    """A NaN reaches the loss sum (not read every step); the epoch still fails with what to do."""
+    batches = [(torch.randn(4, 4), torch.tensor([0, 1, 0, 1])), (torch.full((4, 4), float("nan")),
+                                                                 torch.tensor([0, 1, 0, 1]))] * 3
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2 .*Lower the learning rate"):
+        _epoch(batches, [])

@@ -11,7 +11,7 @@ from engine.control import RunControl
 from engine.dataset.cache import DecodedImageCache
 from engine.dataset.scan import scan_dataset
 from engine.events import ignore_event
-from engine.training.augment import build_train_transform
+from engine.training.batch_augment import BatchAugment
 from engine.training.config import TrainConfig
 from engine.training.device import resolve_device
 from engine.training.frozen_features import FrozenFeatures
@@ -59,23 +59,25 @@ def test_full_trains_everything(model) -> None:  # noqa: ANN001
 
 
 def test_frozen_stages_get_no_gradient_and_keep_batchnorm_statistics(small_data: Path) -> None:
-    """The training path itself: the frozen stages' outputs from FrozenFeatures, then train_one_epoch on the top."""
+    """The training path itself: photos streamed through the frozen stages by FrozenFeatures (as a deep fine-tune
+    does), then train_one_epoch on the top."""
     model = create_model("efficientnet_lite0", num_classes=2)
     first = len(model.stages) - 2
     config, setup = TrainConfig(device="cpu"), resolve_device("cpu")
     preprocessing = get_backbone(config.backbone).preprocessing()
     cache = DecodedImageCache(preprocessing)
     items = scan_dataset(small_data, cache=cache).split_items("train")
-    frozen = FrozenFeatures(model, config, "test", cache, build_train_transform(config.augment, preprocessing), setup,
+    frozen = FrozenFeatures(model, config, "test", cache, BatchAugment(config.augment, preprocessing), setup,
                             ignore_event, RunControl())
     apply_strategy(model, first)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    features, targets = frozen.augmented(items, first, 0, "x", on_disk=False), labels_tensor(i.label for i in items)
-    batches = [(features[i:i + 4], targets[i:i + 4]) for i in range(0, len(items), 4)]
+    targets = labels_tensor(i.label for i in items)
+    streamed = frozen.training_inputs(items, first, range(len(items)), 4, 0, reuse=False, phase="x")
+    batches = ((inputs, targets[rows]) for rows, inputs in streamed)
     optimizer = torch.optim.AdamW(parameter_groups(model, first, 1e-2, 0.1))
-    train_one_epoch(model, first, batches, optimizer, warmup_cosine(optimizer, 0, len(batches)),
+    train_one_epoch(model, first, batches, optimizer, warmup_cosine(optimizer, 0, -(-len(items) // 4)),
                     cross_entropy(None, 0.0), setup, lambda: set_train_mode(model, first, train_batchnorm=False),
-                    epoch=1, batch_count=len(batches), grad_clip=1.0, scaler=None, on_event=ignore_event,
+                    epoch=1, batch_count=-(-len(items) // 4), grad_clip=1.0, scaler=None, on_event=ignore_event,
                     control=RunControl())
     assert all(p.grad is None for p in model.stages[:first].parameters())
     assert all(p.grad is not None for p in model.stages[first:].parameters())
