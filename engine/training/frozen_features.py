@@ -63,14 +63,14 @@ class FrozenFeatures:
         """(rows, inputs of the trainable stages on the device) for augmented view ``view``, batch by batch in
         ``order``. The view is seeded per photo, so every epoch that uses it, and a resumed run, see the same.
 
-        ``reuse``: the view comes back in later epochs, so its frozen outputs are computed now, once, and kept
-        in the feature cache and in memory (where they fit) rather than recomputed; call this before putting
-        the model in train mode. Otherwise photos stream through the frozen stages as the batches are drawn,
-        and those unreadable since the scan are left out with a warning.
+        Where the view's frozen outputs fit in memory they are computed now, for all photos at once, at the
+        measured fastest batch size (call this before putting the model in train mode); ``reuse`` (the view comes
+        back in later epochs) also keeps them in the feature cache on disk. Otherwise photos stream through the
+        frozen stages as the batches are drawn, and those unreadable since the scan are left out with a warning.
         """
         chunks = [list(order[start:start + batch_size]) for start in range(0, len(order), batch_size)]
-        if reuse and self.fits_in_memory(len(items), upto):
-            features = self._features(items, upto, phase, view)
+        if self.fits_in_memory(len(items), upto):
+            features = self._features(items, upto, phase, view, on_disk=reuse)
             return ((rows, to_device(features[rows], self.setup)) for rows in chunks)
         self._photo_bytes(upto)  # measured now, not in the middle of an epoch
         return self._streamed_inputs(items, upto, chunks, view)
@@ -160,14 +160,16 @@ class FrozenFeatures:
     def _view_key(self, content_hash: str, view: int) -> bytes:
         return f"{self.config.seed}|{content_hash}|{view}".encode()
 
-    def _features(self, items: tuple[ImageItem, ...], upto: int, phase: str, view: int | None) -> torch.Tensor:
+    def _features(self, items: tuple[ImageItem, ...], upto: int, phase: str, view: int | None, *,
+                  on_disk: bool = True) -> torch.Tensor:
         """Frozen outputs at ``upto`` of every photo (evaluation crop, or augmented ``view``), from the feature
-        cache where present; computed ones are saved there for later runs."""
+        cache where present; computed ones are saved there for later runs. ``on_disk=False`` skips the cache: a
+        view used once (a deep fine-tune's, about 300 KB a photo for Lite0) would cost disk for a rare re-run."""
         hashes = [self.cache.content_hash(item.path) for item in items]
         variant = "evaluation" if view is None else (f"augment {self.config.augment}, view {view}, "
                                                      f"seed {self.config.seed}, {AUGMENT_VERSION}")
         cache = FeatureCache(self.config.backbone, self.weights_id, self.cache.preprocessing, upto, variant=variant)
-        found = {h: f for h in set(hashes) if (f := cache.load(h)) is not None}
+        found = {h: f for h in set(hashes) if on_disk and (f := cache.load(h)) is not None}
         missing = [i for i, h in enumerate(hashes) if h not in found]
         tuner = self._tuner(upto)
         if missing:
@@ -176,7 +178,8 @@ class FrozenFeatures:
                                           control=self.control)
             for i, features in zip(missing, computed, strict=True):
                 found[hashes[i]] = features.numpy()
-                cache.save(hashes[i], found[hashes[i]])
+                if on_disk:
+                    cache.save(hashes[i], found[hashes[i]])
         batch = f"batch size {tuner.chosen}" if tuner.chosen else "measuring batch sizes"
         self.on_event(Info(f"{phase}: {len(items) - len(missing)} of {len(items)} images from the feature cache, "
                            f"{len(missing)} computed ({batch})"))

@@ -37,10 +37,11 @@ def _inputs(provider: FrozenFeatures, items: tuple, upto: int, reuse: bool, view
     return torch.cat([x for _, x in batches])
 
 
-def test_a_reused_view_from_memory_equals_the_same_view_streamed(frozen) -> None:  # noqa: ANN001
+def test_a_view_held_in_memory_equals_the_same_view_streamed(frozen, monkeypatch) -> None:  # noqa: ANN001
     provider, items = frozen
     upto = len(provider.model.stages) - 2
     cached = _inputs(provider, items, upto, reuse=True)
+    monkeypatch.setattr(frozen_module, "FEATURE_MEMORY_BUDGET_BYTES", 1024)
     streamed = _inputs(provider, items, upto, reuse=False)
     torch.testing.assert_close(cached, streamed, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(_inputs(provider, items, upto, reuse=False, view=1), streamed, atol=1e-2), \
@@ -61,9 +62,10 @@ def test_over_the_memory_budget_photos_stream_and_give_the_same_outputs(frozen, 
         torch.testing.assert_close(held, fresh, atol=1e-4, rtol=1e-4)
 
 
-def test_streaming_keeps_the_frozen_stages_in_inference_mode(frozen) -> None:  # noqa: ANN001
+def test_streaming_keeps_the_frozen_stages_in_inference_mode(frozen, monkeypatch) -> None:  # noqa: ANN001
     provider, items = frozen
     upto = 3
+    monkeypatch.setattr(frozen_module, "FEATURE_MEMORY_BUDGET_BYTES", 1024)
     provider.model.train()
     means = [m.running_mean.clone() for m in provider.model.stages[:upto].modules()
              if isinstance(m, torch.nn.BatchNorm2d)]

@@ -59,8 +59,7 @@ def test_full_trains_everything(model) -> None:  # noqa: ANN001
 
 
 def test_frozen_stages_get_no_gradient_and_keep_batchnorm_statistics(small_data: Path) -> None:
-    """The training path itself: photos streamed through the frozen stages by FrozenFeatures (as a deep fine-tune
-    does), then train_one_epoch on the top."""
+    """The training path itself: the frozen stages' outputs from FrozenFeatures, then train_one_epoch on the top."""
     model = create_model("efficientnet_lite0", num_classes=2)
     first = len(model.stages) - 2
     config, setup = TrainConfig(device="cpu"), resolve_device("cpu")
@@ -72,8 +71,8 @@ def test_frozen_stages_get_no_gradient_and_keep_batchnorm_statistics(small_data:
     apply_strategy(model, first)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     targets = labels_tensor(i.label for i in items)
-    streamed = frozen.training_inputs(items, first, range(len(items)), 4, 0, reuse=False, phase="x")
-    batches = ((inputs, targets[rows]) for rows, inputs in streamed)
+    provided = frozen.training_inputs(items, first, range(len(items)), 4, 0, reuse=False, phase="x")
+    batches = ((inputs, targets[rows]) for rows, inputs in provided)
     optimizer = torch.optim.AdamW(parameter_groups(model, first, 1e-2, 0.1))
     train_one_epoch(model, first, batches, optimizer, warmup_cosine(optimizer, 0, -(-len(items) // 4)),
                     cross_entropy(None, 0.0), setup, lambda: set_train_mode(model, first, train_batchnorm=False),
