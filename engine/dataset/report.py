@@ -36,6 +36,7 @@ class ScanReport:
     ignored_count: int = 0
     warnings: tuple[str, ...] = ()
     leakage: tuple[tuple[str, str], ...] = ()
+    excluded: tuple[SkippedFile, ...] = ()  # left out by the dataset's excluded.json, with the reason given there
 
     def __post_init__(self) -> None:
         for item in self.items:
@@ -75,6 +76,7 @@ class ScanReport:
             "ignored_count": self.ignored_count,
             "warnings": list(self.warnings),
             "leakage": [list(pair) for pair in self.leakage],
+            "excluded": [{"path": file.path, "reason": file.reason} for file in self.excluded],
         }
 
     @classmethod
@@ -89,15 +91,18 @@ class ScanReport:
                     ImageItem(str(item["path"]), int(item["label"]), str(item["split"]))
                     for item in data["items"]
                 ),
-                skipped=tuple(
-                    SkippedFile(str(file["path"]), str(file["reason"])) for file in data["skipped"]
-                ),
+                skipped=_skipped_files(data["skipped"]),
                 ignored_count=int(data.get("ignored_count", 0)),
                 warnings=tuple(str(message) for message in data.get("warnings", ())),
                 leakage=tuple((str(a), str(b)) for a, b in data.get("leakage", ())),
+                excluded=_skipped_files(data.get("excluded", ())),  # absent from reports older than exclusions
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"invalid scan report: {exc!r}") from exc
+
+
+def _skipped_files(entries: Any) -> tuple[SkippedFile, ...]:
+    return tuple(SkippedFile(str(file["path"]), str(file["reason"])) for file in entries)
 
 
 def format_scan_report(report: ScanReport) -> str:
@@ -123,5 +128,11 @@ def format_scan_report(report: ScanReport) -> str:
             "",
             f"Skipped {len(report.skipped)} file(s):",
             *(f"  {f.path}: {f.reason}" for f in report.skipped),
+        ]
+    if report.excluded:
+        lines += [
+            "",
+            f"Excluded {len(report.excluded)} photo(s) (.transfer-studio/excluded.json in the dataset folder):",
+            *(f"  {f.path}: {f.reason}" for f in report.excluded),
         ]
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 Two layouts are understood: one sub-folder per class (split here, after validation, so that only
 usable files are counted), or ``train/``, ``val/`` and optional ``test/`` folders used as given.
+Photos excluded in the dataset's ``.transfer-studio/excluded.json`` are left out before decoding and listed.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from pathlib import Path
 
 from engine.control import RunControl
 from engine.dataset.cache import DecodedImageCache
+from engine.dataset.dataset_folder import dataset_root
+from engine.dataset.exclusions import ExcludedPhoto, read_exclusions
 from engine.dataset.report import SPLITS, ImageItem, ScanReport, SkippedFile
 from engine.dataset.split import stratified_split
 from engine.dataset.validate import (
     DatasetError,
     check_class_counts,
+    content_hash,
     decode_and_hash,
     decode_in_parallel,
     group_copies,
@@ -72,8 +76,9 @@ def scan_dataset(
             f"invalid split fractions val={val_fraction}, test={test_fraction}: "
             "val must be in (0, 1), test in [0, 1), and together below 1"
         )
-    root = _dataset_root(root)
+    root = dataset_root(root)
     listing = _list_dataset(root, on_event=on_event, control=control)
+    excluded = _leave_out_excluded(root, listing)
     decode = cache.put_from_path if cache is not None else decode_and_hash
     outcomes = decode_in_parallel(
         [Path(found.path) for found in listing.files],
@@ -113,6 +118,7 @@ def scan_dataset(
         skipped=tuple(skipped),
         ignored_count=listing.ignored_count,
         leakage=tuple(leaked_pairs(copies, split_of)),
+        excluded=tuple(excluded),
     )
     class_of = {found.path: found.class_name for found in usable}
     warnings += [
@@ -129,23 +135,13 @@ def scan_dataset(
     return replace(report, warnings=tuple(warnings))
 
 
-def _dataset_root(root: Path | str) -> Path:
-    path = Path(root).expanduser()
-    if not path.exists():
-        raise DatasetError(f"{path}: folder not found (check the path, or choose another folder)")
-    if not path.is_dir():
-        raise DatasetError(f"{path}: not a folder (choose the folder that holds one sub-folder per class)")
-    return path.resolve()
-
-
 def _list_dataset(root: Path, *, on_event: EventSink, control: RunControl | None) -> _Listing:
     """Find every candidate image, its class and (in a pre-split layout) its split, without decoding."""
     listing = _Listing(layout="class-folders")
     folders = _read_folder(root, listing)
-    split_folders = [folder for folder in folders if folder.name.lower() in SPLIT_FOLDER_NAMES]
-    has_train = any(SPLIT_FOLDER_NAMES[folder.name.lower()] == "train" for folder in split_folders)
+    split_folders = _split_folders(folders)
     class_folders: list[tuple[Path, str | None]] = [(folder, None) for folder in folders]
-    if has_train and (len(split_folders) >= 2 or len(folders) == 1):
+    if split_folders:
         listing.layout = "pre-split"
         class_folders = []
         for folder in folders:
@@ -169,6 +165,56 @@ def _list_dataset(root: Path, *, on_event: EventSink, control: RunControl | None
                 listing.ignored_count += 1
         on_event(Progress(phase="scanning", done=done, total=len(class_folders), message=class_folder.name))
     return listing
+
+
+def _split_folders(folders: list[Path]) -> list[Path]:
+    """The split folders (train/, val/, test/) among a dataset's folders when they make it pre-split, else none."""
+    split_folders = [folder for folder in folders if folder.name.lower() in SPLIT_FOLDER_NAMES]
+    has_train = any(SPLIT_FOLDER_NAMES[folder.name.lower()] == "train" for folder in split_folders)
+    return split_folders if has_train and (len(split_folders) >= 2 or len(folders) == 1) else []
+
+
+def class_folder_of(root: Path, photo: Path) -> Path:
+    """The class folder that holds ``photo``: the folder below ``root``, or below its split folder when pre-split."""
+    parts = photo.relative_to(root).parts
+    depth = 2 if _split_folders(_read_folder(root, _Listing(layout="class-folders"))) else 1
+    if len(parts) <= depth:
+        raise DatasetError(f"{photo}: not inside a class folder (move it into the folder of its class)")
+    return root.joinpath(*parts[:depth])
+
+
+def _leave_out_excluded(root: Path, listing: _Listing) -> list[SkippedFile]:
+    """Take the photos excluded in the dataset's excluded.json out of the listing; they are returned with the reason.
+
+    A photo whose bytes changed since it was excluded is kept, with a warning: it may be a new photo that reuses the
+    name, which nobody has looked at. Only excluded photos are hashed here, so this costs nothing without exclusions.
+    """
+    excluded_photos = read_exclusions(root).by_path()
+    if not excluded_photos:
+        return []
+    kept, left_out = [], []
+    for found in listing.files:
+        photo = excluded_photos.get(Path(found.path).relative_to(root).as_posix())
+        if photo is not None and _changed_since_excluded(photo, found.path):
+            listing.warnings.append(f"{found.path}: excluded ({photo.reason}) but its content has changed since, so "
+                                    "it is used again; exclude it again if it should stay out")
+            photo = None
+        if photo is None:
+            kept.append(found)
+        else:
+            left_out.append(SkippedFile(found.path, photo.reason))
+    listing.files = kept
+    return left_out
+
+
+def _changed_since_excluded(photo: ExcludedPhoto, path: str) -> bool:
+    """Whether the file's bytes differ from the excluded photo's; a file that cannot be read stays excluded."""
+    if photo.content_hash is None:
+        return False
+    try:
+        return content_hash(path) != photo.content_hash
+    except ImageLoadError:
+        return False
 
 
 def _read_folder(folder: Path, listing: _Listing) -> list[Path]:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from engine.control import Cancelled, RunControl
-from engine.dataset.report import ScanReport, format_scan_report
+from engine.dataset.journal import exclude, include
+from engine.dataset.report import ScanReport, SkippedFile, format_scan_report
 from engine.dataset.scan import scan_dataset
 from engine.dataset.split import split_sizes, stratified_split
 from engine.dataset.validate import DatasetError
@@ -228,7 +229,7 @@ def test_report_round_trips_through_json(tmp_path: Path, make_dataset):
     assert ScanReport.from_dict(data) == report
     assert data["skipped"] == [{"path": str(root / "a" / "bad.jpg"), "reason": report.skipped[0].reason}]
     keys = {"root", "layout", "classes", "counts", "imbalance_ratio", "items", "skipped", "ignored_count"}
-    assert set(data) == keys | {"warnings", "leakage"}
+    assert set(data) == keys | {"warnings", "leakage", "excluded"}
     assert sum(len(report.split_items(split)) for split in ("train", "val", "test")) == 9
     with pytest.raises(ValueError, match="invalid scan report"):
         ScanReport.from_dict({"root": "x"})
@@ -306,3 +307,40 @@ def test_pre_split_problems_are_explained(tmp_path: Path, make_dataset, make_ima
     make_dataset(root / "test", {"bird": 2})
     with pytest.raises(DatasetError, match="class 'bird' has no usable training images"):
         scan_dataset(root)
+
+
+def test_excluded_photos_are_left_out_and_listed_with_their_reason_until_included(tmp_path: Path, make_dataset):
+    root = make_dataset(tmp_path / "data", {"cats": 4, "dogs": 4}).resolve()
+    (root / "dogs" / "broken.png").write_bytes(b"not an image")
+    exclude(root, ["cats/001.png"], "near-duplicate")
+    exclude(root, [root / "dogs" / "broken.png", "dogs/002.png"], "off-topic")
+    report = scan_dataset(root)
+    assert report.classes == ("cats", "dogs"), ".transfer-studio is never a class"
+    assert sum(sum(counts.values()) for counts in report.counts.values()) == 6
+    assert report.excluded == (SkippedFile(str(root / "cats" / "001.png"), "near-duplicate"),
+                               SkippedFile(str(root / "dogs" / "002.png"), "off-topic"),
+                               SkippedFile(str(root / "dogs" / "broken.png"), "off-topic"))
+    assert report.skipped == (), "an excluded file is not even decoded"
+    assert {file.path for file in report.excluded}.isdisjoint(item.path for item in report.items)
+    assert ScanReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
+    text = format_scan_report(report)
+    assert "Excluded 3 photo(s)" in text and f"{root / 'cats' / '001.png'}: near-duplicate" in text
+    include(root, ["cats/001.png", "dogs/002.png"])
+    report = scan_dataset(root)
+    assert len(report.items) == 8 and [Path(f.path).name for f in report.excluded] == ["broken.png"]
+
+
+def test_a_photo_changed_since_it_was_excluded_is_used_again_with_a_warning(tmp_path: Path, make_dataset, make_image):
+    root = make_dataset(tmp_path / "data", {"cats": 3, "dogs": 3}).resolve()
+    exclude(root, ["cats/000.png", "cats/001.png"], "off-topic")
+    make_image(root / "cats" / "000.png", size=(30, 20))  # a new photo that reuses the name
+    report = scan_dataset(root)
+    assert [Path(file.path).name for file in report.excluded] == ["001.png"]
+    assert str(root / "cats" / "000.png") in {item.path for item in report.items}
+    assert any("000.png: excluded (off-topic) but its content has changed" in message for message in report.warnings)
+
+
+def test_a_report_saved_before_exclusions_existed_still_reads(tmp_path: Path, make_dataset):
+    data = scan_dataset(make_dataset(tmp_path / "data", {"a": 3, "b": 3})).to_dict()
+    del data["excluded"]
+    assert ScanReport.from_dict(data).excluded == ()
