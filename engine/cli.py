@@ -34,6 +34,7 @@ EXAMPLES = """\
 examples:
   transfer-studio sample-data ~/ts-sample                  write a generated, photo-like 4-class dataset
   transfer-studio scan ~/ts-sample                         classes, splits, skipped files and why
+  transfer-studio doctor ~/ts-sample                       near-duplicates, likely wrong labels, off-topic photos
   transfer-studio backbones                                what can be trained, and where the weights are
   transfer-studio train ~/ts-sample --out ~/ts-run         train a classifier (Ctrl-C stops it, resumable)
   transfer-studio lr-find ~/ts-sample                      suggest a learning rate
@@ -106,6 +107,7 @@ def _is_bad_input(exc: Exception) -> bool:
 
 def _parser() -> argparse.ArgumentParser:
     from engine import __version__
+    from engine.backbones.registry import DEFAULT_BACKBONE
 
     parser = argparse.ArgumentParser(prog="transfer-studio", description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -121,6 +123,17 @@ def _parser() -> argparse.ArgumentParser:
     _add_split_options(scan, val_split=0.2, test_split=0.0)
     scan.add_argument("--seed", type=int, default=0, help="seed of the split")
     scan.set_defaults(handler=_scan)
+
+    doctor = command("doctor", "find near-duplicate photos (and leaks across splits), likely wrong labels and "
+                               "off-topic photos in a dataset folder")
+    doctor.add_argument("data", type=Path, help=_DATA_HELP)
+    doctor.add_argument("--json", action="store_true",
+                        help="the report as JSON (its schema: README, 'Dataset doctor') instead of a table")
+    doctor.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                        help="pretrained network whose features compare the photos (list them with: "
+                             "transfer-studio backbones)")
+    doctor.add_argument("--out", type=Path, default=None, help="write the report to this file instead of stdout")
+    doctor.set_defaults(handler=_doctor)
 
     sample = command("sample-data", "write the built-in generated sample dataset (photo-like shapes)")
     sample.add_argument("out", type=Path, help="folder to write it into (one sub-folder per class)")
@@ -248,6 +261,31 @@ def _scan(args: argparse.Namespace) -> int:
     report = scan_dataset(args.data, val_fraction=args.val_split, test_fraction=args.test_split, seed=args.seed,
                           on_event=ConsoleProgress())
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_scan_report(report))
+    return EXIT_OK
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from engine.atomic import write_bytes_atomic
+    from engine.console import ConsoleProgress
+    from engine.control import Cancelled
+    from engine.dataset.doctor import format_doctor_report
+    from engine.training.config import TrainConfig
+    from engine.training.doctor_run import diagnose_folder
+
+    config = TrainConfig(backbone=args.backbone)  # the split of a default train: its leaks are the ones flagged
+    try:
+        report = _with_cancel_on_sigint(lambda control: diagnose_folder(
+            args.data, config, on_event=ConsoleProgress(), control=control))
+    except Cancelled:
+        print("doctor stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    text = (json.dumps(report.to_dict(), indent=2, ensure_ascii=False) if args.json
+            else format_doctor_report(report)) + "\n"
+    if args.out:
+        write_bytes_atomic(args.out, text.encode("utf-8"))
+        print(f"report written to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return EXIT_OK
 
 
