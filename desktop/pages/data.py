@@ -203,8 +203,10 @@ class DataPage(QWidget):
         layout = "train/val folders as given" if report.layout == "pre-split" else "one folder per class"
         test = f", {totals['test']} test" if totals["test"] else ""
         skipped = f" · {len(report.skipped)} file(s) skipped" if report.skipped else ""
+        excluded = f" · {len(report.excluded)} excluded" if report.excluded else ""
         self.status.setText(f"<b>{report.root}</b><br>{len(report.classes)} classes · {len(report.items)} usable "
-                            f"images ({totals['train']} train, {totals['val']} validation{test}) · {layout}{skipped}")
+                            f"images ({totals['train']} train, {totals['val']} validation{test}) · {layout}{skipped}"
+                            f"{excluded}")
         self.classes.removeRows(0, self.classes.rowCount())
         for name in report.classes:
             strip = QStandardItem()
@@ -238,6 +240,8 @@ class DataPage(QWidget):
             add(warning, "leakage", f"identical to {b}", a)
         for file in report.skipped:
             add(skipped, "skipped", file.reason, file.path)
+        for file in report.excluded:  # by the dataset's .transfer-studio/excluded.json
+            add(info, "excluded", file.reason, file.path)
         if report.ignored_count:
             add(info, "ignored", f"{report.ignored_count} file(s) that are not images")
         if not self.problems.rowCount():

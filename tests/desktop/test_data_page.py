@@ -28,3 +28,18 @@ def test_progress_of_a_superseded_scan_is_ignored(window: MainWindow, qtbot, mak
     window.runners["data"].progress.emit(Job("Scanning an earlier folder", lambda _e, _c: None),
                                          Progress("validating", 3, 9))
     assert progress.isHidden() and progress.value() != 3
+
+
+def test_excluded_photos_are_listed_with_their_reason(window: MainWindow, qtbot, make_dataset,
+                                                      tmp_path: Path) -> None:
+    from engine.dataset.journal import exclude
+
+    folder = make_dataset(tmp_path / "shapes", {"circle": 4, "triangle": 4})
+    victim = sorted((folder / "circle").iterdir())[0]
+    exclude(folder, [victim], "near-duplicate")
+    with qtbot.waitSignal(window.data_page.dataset_opened, timeout=60_000):
+        window.open_dataset(folder)
+    problems = window.data_page.problems
+    rows = [[problems.item(r, c).text() for c in range(3)] for r in range(problems.rowCount())]
+    assert ["excluded", "near-duplicate", str(victim)] in rows, rows
+    assert "1 excluded" in window.data_page.status.text()
