@@ -10,6 +10,8 @@ import csv
 import io
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,6 +125,16 @@ def test_table_shows_label_confidence_and_runners_up(cli_model: Path, validation
     assert header.split() == ["file", "label", "confidence", "runners-up"]
     assert row.startswith(first["path"]) and first["predicted"] in row and "%" in row
     assert row.count("%") == 3  # confidence and two runners-up
+
+
+def test_predict_starts_without_the_other_commands(cli_model: Path, validation: list[dict]) -> None:
+    """The predict command builds only its own parser: the training modules behind the others stay unloaded."""
+    code = ("import sys; from engine.cli import main; "
+            f"assert main(['predict', {str(cli_model)!r}, {validation[0]['path']!r}, '--format', 'csv']) == 0; "
+            "loaded = sorted(m for m in sys.modules if m.startswith(('engine.training', 'engine.dataset', 'torch'))); "
+            "assert not loaded, loaded")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 def test_predict_bad_model_and_no_inputs_exit_2(cli_model: Path, tmp_path: Path, capsys) -> None:

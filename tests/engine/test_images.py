@@ -8,9 +8,11 @@ from PIL import Image
 
 from engine.images import (
     ImageLoadError,
+    center_crop_array,
     decode_for_cache,
     is_image_path,
     load_rgb,
+    normalize_crop,
     preprocess_for_model,
     resize_shorter_side,
 )
@@ -94,6 +96,19 @@ def test_model_input_is_normalised_chw(make_image, tmp_path: Path):
     tensor = preprocess_for_model(path, PREPROCESSING)
     assert tensor.shape == (3, 28, 28) and tensor.dtype == np.float32
     np.testing.assert_allclose(tensor, (128 / 255 - 0.5) / 0.25, atol=1e-6)
+
+
+@pytest.mark.parametrize("crop", [12, 20])  # 20: the 16 x 16 image is padded with zeros first
+def test_normalisation_table_gives_the_arithmetic_bit_for_bit(crop: int):
+    """Training-side crops compute (value / 255 - mean) / std in float32: the predictor's table must agree exactly."""
+    pixels = np.stack([np.arange(256, dtype=np.uint8).reshape(16, 16), np.full((16, 16), 7, np.uint8),
+                       np.arange(255, -1, -1, dtype=np.uint8).reshape(16, 16)], axis=-1)  # every value per channel
+    preprocessing = Preprocessing(resize=16, crop=crop, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    scaled = center_crop_array(pixels, crop).astype(np.float32) / 255.0
+    expected = ((scaled - np.float32(preprocessing.mean)) / np.float32(preprocessing.std)).transpose(2, 0, 1)
+    normalized = normalize_crop(pixels, preprocessing)
+    assert normalized.dtype == np.float32 and normalized.flags.c_contiguous and normalized.shape == (3, crop, crop)
+    assert np.array_equal(normalized.view(np.uint32), np.ascontiguousarray(expected).view(np.uint32))
 
 
 def test_grayscale_and_alpha_modes_become_rgb(tmp_path: Path):

@@ -141,6 +141,17 @@ def test_unreadable_files_become_error_rows_in_order(predictor: Predictor, tmp_p
     assert sum(p for _, p in results[0].top_k) == pytest.approx(1.0, abs=1e-4)
 
 
+def test_cpu_workers_share_batches_out_and_keep_the_order(model_path: Path, tmp_path: Path, make_image) -> None:
+    paths = [make_image(tmp_path / f"{i}.png", size=(40 + 7 * i, 30), color=(25 * i, 200 - 20 * i, 90))
+             for i in range(9)]
+    alone = Predictor(model_path, device="cpu", threads=1).predict_paths(paths, top_k=3, batch_size=9)
+    shared = Predictor(model_path, device="cpu", threads=3).predict_paths(paths, top_k=3, batch_size=5)
+    assert [p.path for p in shared] == [str(p) for p in paths] and all(p.error is None for p in shared)
+    for a, b in zip(alone, shared, strict=True):
+        assert [label for label, _ in a.top_k] == [label for label, _ in b.top_k]
+        np.testing.assert_allclose([p for _, p in a.top_k], [p for _, p in b.top_k], atol=1e-6)
+
+
 def test_progress_events_and_cancel(predictor: Predictor, tmp_path: Path, make_image) -> None:
     paths = [make_image(tmp_path / f"{i}.png") for i in range(5)]
     events: list[object] = []
@@ -223,6 +234,48 @@ def test_bad_models_are_refused_with_a_clear_message(tmp_path: Path) -> None:
     assert "2 labels" in message and "3 classes" in message
     message = _load_error(tiny_model(tmp_path / "wrong_size.onnx", metadata_crop=16))
     assert "input shape" in message and "16" in message
+
+
+class _FakeDriver:
+    """libcuda's two calls the predictor makes, reporting ``devices`` GPUs."""
+
+    def __init__(self, devices: int) -> None:
+        self.devices = devices
+
+    def cuInit(self, _flags: int) -> int:  # noqa: N802 - the driver's name
+        return 0 if self.devices else 100  # CUDA_ERROR_NO_DEVICE
+
+    def cuDeviceGetCount(self, count: object) -> int:  # noqa: N802
+        count._obj.value = self.devices
+        return 0
+
+
+@pytest.mark.parametrize("driver", [None, 0, 1], ids=["no NVIDIA driver", "driver without a GPU", "one GPU"])
+def test_cuda_is_tried_only_where_the_driver_sees_a_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        driver: int | None) -> None:
+    """Loading CUDA's libraries to find out that they cannot be used cost 100 ms of every CPU-only start-up."""
+    import ctypes
+    from types import SimpleNamespace
+
+    import engine.predict
+
+    def load(_name: str) -> _FakeDriver:
+        if driver is None:
+            raise OSError("libcuda.so.1: cannot open shared object file")
+        return _FakeDriver(driver)
+
+    monkeypatch.setattr(engine.predict, "ctypes", SimpleNamespace(CDLL=load, c_int=ctypes.c_int, byref=ctypes.byref))
+    monkeypatch.setattr(engine.predict.ort, "get_available_providers", lambda: ["CUDAExecutionProvider",
+                                                                               "CPUExecutionProvider"])
+    opened: list[list[str]] = []
+    real_open = engine.predict._open
+    monkeypatch.setattr(engine.predict, "_open", lambda path, options, providers: opened.append(providers) or
+                        real_open(path, options, ["CPUExecutionProvider"]))
+    assert Predictor(tiny_model(tmp_path / "tiny.onnx")).provider == "CPUExecutionProvider"
+    tried = [["CUDAExecutionProvider", "CPUExecutionProvider"]] if driver else []
+    assert opened == [*tried, ["CPUExecutionProvider"]]  # a probed CUDA session that fell back to the CPU is refused
+    with pytest.raises(ValueError, match="cuda"):
+        Predictor(tmp_path / "tiny.onnx", device="cuda")
 
 
 def test_device_choices(tmp_path: Path) -> None:
