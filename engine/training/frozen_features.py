@@ -72,7 +72,6 @@ class FrozenFeatures:
         if self.fits_in_memory(len(items), upto):
             features = self._features(items, upto, phase, view, on_disk=reuse)
             return ((rows, to_device(features[rows], self.setup)) for rows in chunks)
-        self._photo_bytes(upto)  # measured now, not in the middle of an epoch
         return self._streamed_inputs(items, upto, chunks, view)
 
     # --- internals ---------------------------------------------------------------------------------
