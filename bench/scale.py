@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -80,7 +81,10 @@ def main() -> int:
     if args.one:
         work = Path(tempfile.mkdtemp(prefix=f"ts-scale-{args.one}-"))
         os.environ["XDG_CACHE_HOME"] = str(work / "cache")
-        print(json.dumps(run_one(args.one, args.image_size, args.classes, work)), flush=True)
+        try:
+            print(json.dumps(run_one(args.one, args.image_size, args.classes, work)), flush=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)  # generated photos and caches: up to 2 GB a size
         return 0
     rows = []
     for size in args.sizes:
