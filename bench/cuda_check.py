@@ -1,6 +1,6 @@
 """The CUDA path's figures against their targets, on one GPU, in one call (bench/device_check.sh runs it).
 
-    python bench/cuda_check.py OUT [--device cuda] [--data DIR] [--budget 450] [--smoke]
+    python bench/cuda_check.py OUT [--device cuda] [--data DIR] [--budget 450] [--parts a,b,c] [--smoke]
 
 Parts, in this order; each is guarded (a failure prints its error and the rest still run), and a part that
 would start once the time budget is spent is skipped with a message:
@@ -555,6 +555,8 @@ def main() -> int:
     parser.add_argument("--data", type=Path, help="part a's dataset (default .benchdata/ultrasound)")
     parser.add_argument("--budget", type=float, default=450.0, help="seconds for the whole check (default 450)")
     parser.add_argument("--full-batch-size", type=int, default=0, help="part c's batch size; 0: the engine's")
+    parser.add_argument("--parts", default="e,ceiling,a,b,a-loop,c,d,f",
+                        help="the parts to run, comma-separated (default: all)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for a CPU-only check of this script")
     parser.add_argument("--keep-work", action="store_true", help="keep the generated data and run folders")
     parser.add_argument("--child-train", nargs=3, help=argparse.SUPPRESS)  # DATA RUN_DIR CONFIG_JSON
@@ -582,7 +584,11 @@ def main() -> int:
         "errors": {}, "skipped": {}}
     print(json.dumps({"part": "environment", **results["environment"]}), flush=True)
 
+    chosen = set(args.parts.split(","))
+
     def part(name: str, needs_s: float, run: Callable[[], dict[str, Any]], depends: str | None = None) -> None:
+        if name not in chosen:
+            return
         if depends is not None and depends not in results:
             results["skipped"][name] = f"needs part {depends}, which did not complete"
         elif budget.left() < needs_s:
@@ -612,7 +618,9 @@ def main() -> int:
     part("e", 20, part_imports)
     part("ceiling", 20, lambda: part_ceiling(compute, sizes))
     if data_a.is_dir():
-        part("a", 60, lambda: part_default_train(data_a, work, train_config, min(budget.left() - 150, 240)))
+        later = {"a-loop": 40, "c": 60, "d": 60}  # what the parts after part a need to start
+        reserve = 30 + sum(need for name, need in later.items() if name in chosen)
+        part("a", 60, lambda: part_default_train(data_a, work, train_config, min(budget.left() - reserve, 240)))
         part("b", 0, lambda: part_features(work / "a-default"), depends="a")
         part("a-loop", 40, lambda: plain_loop(work / "a-default", compute, sizes.loop_epochs, budget), depends="a")
     else:

@@ -18,7 +18,7 @@ from engine.dataset.scan import scan_dataset
 from engine.events import EventSink
 from engine.training.batch_augment import BatchAugment
 from engine.training.config import TrainConfig
-from engine.training.device import DeviceSetup, resolve_device
+from engine.training.device import DeviceSetup, for_dataset, resolve_device
 from engine.training.feature_cache import weights_identity
 from engine.training.frozen_features import FrozenFeatures
 
@@ -45,6 +45,7 @@ def prepare_training(data_dir: Path, config: TrainConfig, on_event: EventSink,
     report = scan_dataset(data_dir, val_fraction=config.val_split, test_fraction=config.test_split,
                           seed=config.seed, cache=cache, on_event=on_event, control=control)
     labels = list(report.classes)
+    setup = for_dataset(setup, len(report.split_items("train")))
     weights_file = Path(config.weights_file) if config.weights_file else None
     model = create_model(config.backbone, len(labels), weights_file=weights_file, dropout=config.dropout,
                          on_event=on_event, control=control).to(setup.device)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from engine.training.device import DeviceSetup, resolve_device, to_device
+from engine.training.device import CHANNELS_LAST_MIN_PHOTOS, DeviceSetup, for_dataset, resolve_device, to_device
 
 
 def test_cpu_copies_keep_values_and_make_images_channels_last() -> None:
@@ -36,3 +36,24 @@ def test_pins_only_a_pageable_cpu_tensor_bound_for_cuda(monkeypatch: pytest.Monk
     monkeypatch.setattr(torch.Tensor, "is_pinned", lambda self: False)
     to_device(tensor, cuda)
     assert len(pinned) == 1
+
+
+def test_images_follow_the_setups_layout_whatever_layout_they_arrive_in() -> None:
+    """A channels_last input turns cuDNN's convolutions channels_last, so the default layout must be enforced."""
+    default = DeviceSetup("cpu", None, False, False, "default layout")
+    images = torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    moved = to_device(images, default)
+    assert torch.equal(moved, images) and moved.is_contiguous()
+
+
+@pytest.mark.parametrize("photos", [CHANNELS_LAST_MIN_PHOTOS - 1, CHANNELS_LAST_MIN_PHOTOS])
+def test_cuda_uses_channels_last_only_for_runs_long_enough_to_repay_its_kernel_compilation(
+        photos: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    cuda = DeviceSetup("cuda", torch.bfloat16, False, False, "CUDA: fake (bf16 mixed precision)")
+    chosen = for_dataset(cuda, photos)
+    large = photos >= CHANNELS_LAST_MIN_PHOTOS
+    assert chosen.channels_last is large and torch.backends.cudnn.benchmark is large
+    assert chosen.description.endswith("channels_last") is large
+    cpu = resolve_device("cpu")
+    assert for_dataset(cpu, photos) == cpu
