@@ -7,16 +7,20 @@ worker thread the first time they are needed and the window appears without wait
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from desktop.thumbnails import load_thumbnail, thumbnail_strip
+from desktop.thumbnails import THUMBNAIL_SIZE, load_thumbnail, thumbnail_strip
 from desktop.workers import Job
+from engine.backbones.registry import DEFAULT_BACKBONE
 from engine.control import RunControl
+from engine.dataset import journal
+from engine.dataset.doctor import DoctorReport
+from engine.dataset.exclusions import Exclusions
 from engine.dataset.report import ScanReport
 from engine.evaluation.metrics import check_evaluation_document
 from engine.events import EventSink
@@ -81,6 +85,59 @@ def scan(folder: Path, *, val_split: float, test_split: float, seed: int) -> Job
         return ScanResult(report, strips)
 
     return Job(f"Scanning {folder}", run)
+
+
+def doctor(folder: Path, *, val_split: float, test_split: float, seed: int, backbone: str = DEFAULT_BACKBONE) -> Job:
+    """The dataset doctor's DoctorReport on ``folder``, as ``transfer-studio doctor`` makes it (the default backbone),
+    with the split the Data page previews: the leaks it flags are the ones a training run would have."""
+
+    def run(on_event: EventSink, control: RunControl) -> DoctorReport:
+        from engine.training.doctor_run import diagnose_folder
+
+        config = TrainConfig(backbone=backbone, val_split=val_split, test_split=test_split, seed=seed)
+        return diagnose_folder(folder, config, on_event=on_event, control=control)
+
+    return Job(f"Running the dataset doctor on {folder}", run)
+
+
+def exclude(folder: Path, paths_by_reason: Mapping[str, Sequence[Path | str]]) -> Job:
+    """Exclude photos through the journal, one change per reason (Undo reverses one); returns every exclusion now."""
+
+    def run(_on_event: EventSink, control: RunControl) -> Exclusions:
+        excluded = Exclusions()
+        for reason, paths in paths_by_reason.items():
+            control.check()
+            excluded = journal.exclude(folder, paths, reason)
+        return excluded
+
+    count = sum(len(paths) for paths in paths_by_reason.values())
+    return Job(f"Excluding {count} photo(s) from {folder.name}", run)
+
+
+def move_to_class(folder: Path, paths: Sequence[Path | str], new_class: str) -> Job:
+    """Move photos into ``new_class``'s folder through the journal, one change per photo; returns the MoveRecords.
+
+    Stops at the first photo that cannot be moved (the MoveError names it); those before it stay moved.
+    """
+
+    def run(_on_event: EventSink, control: RunControl) -> list[journal.MoveRecord]:
+        records = []
+        for path in paths:
+            control.check()
+            records.append(journal.move_to_class(folder, path, new_class))
+        return records
+
+    return Job(f"Moving {len(paths)} photo(s) to {new_class}", run)
+
+
+def undo(folder: Path, count: int = 1) -> Job:
+    """Reverse the dataset's last ``count`` journalled changes; returns the changes that reversed them (none: there
+    was nothing to undo)."""
+
+    def run(_on_event: EventSink, _control: RunControl) -> list[journal.JournalRecord]:
+        return journal.undo(folder, count)
+
+    return Job(f"Undoing the last change to {folder.name}", run)
 
 
 def sample_data(out_dir: Path) -> Job:
@@ -194,12 +251,12 @@ def save_predictions(predictions: Sequence[Any], path: Path) -> Job:
     return Job(f"Saving {len(predictions)} result(s) to {path.name}", run)
 
 
-def thumbnails(paths: Sequence[str]) -> Job:
+def thumbnails(paths: Sequence[str], size: int = THUMBNAIL_SIZE) -> Job:
     def run(_on_event: EventSink, control: RunControl) -> dict[str, np.ndarray | None]:
         result = {}
         for path in paths:
             control.check()
-            result[path] = load_thumbnail(path)
+            result[path] = load_thumbnail(path, size)
         return result
 
     return Job(f"Loading {len(paths)} thumbnail(s)", run)

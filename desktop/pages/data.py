@@ -1,4 +1,5 @@
-"""Data page: choose, drop or generate a dataset folder; scan it on the worker; show classes and problems."""
+"""Data page: choose, drop or generate a dataset folder; scan it on the worker; show classes and problems; run the
+dataset doctor on it."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from desktop import jobs, paths
 from desktop.jobs import STRIP_IMAGES, ScanResult
 from desktop.settings import AppSettings
 from desktop.thumbnails import to_pixmap
+from desktop.widgets.doctor_view import DoctorView
 from desktop.workers import Job, JobRunner
 from engine.dataset.report import ScanReport
 from engine.events import Progress
@@ -98,6 +100,8 @@ class DataPage(QWidget):
         self.report_view.setWordWrap(False)
         self.report_view.horizontalHeader().resizeSection(0, 110)
         self.report_view.horizontalHeader().resizeSection(1, 560)
+        self.doctor_view = DoctorView(runner, split_options, self)
+        self.doctor_view.rescan_requested.connect(self.open_dataset)  # an action changed the folder
 
         top = QHBoxLayout()
         top.addWidget(QLabel("Dataset folder:"))
@@ -107,7 +111,9 @@ class DataPage(QWidget):
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self._group("Classes", self.class_table))
         splitter.addWidget(self._group("Scan report: skipped files, imbalance and leakage", self.report_view))
-        splitter.setSizes([320, 200])
+        splitter.addWidget(self._group("Dataset doctor: near-duplicates, likely wrong labels and off-topic photos",
+                                       self.doctor_view))
+        splitter.setSizes([200, 120, 430])
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addWidget(self.progress)
@@ -127,12 +133,13 @@ class DataPage(QWidget):
         return box
 
     def open_dataset(self, folder: Path) -> None:
-        """Scan ``folder`` on the worker; a scan still running is stopped first."""
+        """Scan ``folder`` on the worker; a scan or a doctor still running is stopped first."""
         folder = Path(folder).expanduser()
         self.path_edit.setText(str(folder))
         self.settings.remember_folder("dataset", folder)
         if self._scan_job is not None:
             self._scan_job.control.cancel()
+        self.doctor_view.dataset_opening()
         val_split, test_split, seed = self.split_options()
         self._scan_job = self.runner.submit(jobs.scan(folder, val_split=val_split, test_split=test_split, seed=seed))
         self._busy(f"Scanning {folder} …")
@@ -181,6 +188,7 @@ class DataPage(QWidget):
     def on_failed(self, job: Job, message: str, _details: str) -> None:
         if job is self._scan_job or job is self._sample_job:
             self.status.setText(f"Could not open this dataset: {message}")
+            self.doctor_view.set_dataset(None)
             self.classes.removeRows(0, self.classes.rowCount())
             self.problems.removeRows(0, self.problems.rowCount())
 
@@ -198,6 +206,7 @@ class DataPage(QWidget):
 
     def show_report(self, result: ScanResult) -> None:
         report = self.report = result.report
+        self.doctor_view.set_dataset(report)
         counts = report.counts
         totals = {split: sum(counts[split].values()) for split in counts}
         layout = "train/val folders as given" if report.layout == "pre-split" else "one folder per class"

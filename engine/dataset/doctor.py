@@ -19,7 +19,7 @@ Similarities are computed ``BLOCK_ROWS`` rows at a time, so 20,000 photos need 8
 
     {"format": 1, "root": str, "classes": [str], "duplicate_threshold": float,
      "summary": {"photos", "near_duplicate_groups", "duplicate_photos", "conflicting_groups",
-                 "across_split_groups", "likely_wrong_labels", "outliers": int},
+                 "across_split_groups", "likely_wrong_labels", "possible_wrong_labels", "outliers": int},
      "counts": {class: {"photos": int, "after_dedup": int}},
      "imbalance_ratio": float | null, "imbalance_ratio_after_dedup": float | null,
      "near_duplicates": [{"same_class": bool, "conflicting_labels": bool, "across_splits": bool,
@@ -133,7 +133,8 @@ class DoctorReport:
             "duplicate_photos": sum(len(group.members) - 1 for group in groups),
             "conflicting_groups": sum(group.conflicting_labels for group in groups),
             "across_split_groups": sum(group.across_splits for group in groups),
-            "likely_wrong_labels": len(self.label_issues or ()),
+            "likely_wrong_labels": sum(issue.confident for issue in self.label_issues or ()),
+            "possible_wrong_labels": sum(not issue.confident for issue in self.label_issues or ()),
             "outliers": len(self.outliers),
         }
 
@@ -354,8 +355,9 @@ def format_doctor_report(report: DoctorReport, limit: int = 50) -> str:
         lines.append("Likely wrong labels: not checked")
     else:
         issues, more = capped(report.label_issues)
-        lines.append(f"Likely wrong labels: {len(report.label_issues)} (least sure of their label first: the "
-                     "out-of-fold probability of the label, the label -> the class suggested)")
+        lines.append(f"Likely wrong labels: {summary['likely_wrong_labels']} by confident learning, "
+                     f"{summary['possible_wrong_labels']} possible (the model disagrees, less surely), least sure of "
+                     "their label first: the out-of-fold probability of the label, the label -> the class suggested")
         lines += [f"  {issue.self_confidence:6.3f}  {name(issue.photo)}  {label(issue.photo)} -> "
                   f"{report.classes[issue.suggested]} (margin {issue.margin:.3f})" for issue in issues] + more
     lines.append("")

@@ -37,6 +37,11 @@ class ScanReport:
     warnings: tuple[str, ...] = ()
     leakage: tuple[tuple[str, str], ...] = ()
     excluded: tuple[SkippedFile, ...] = ()  # left out by the dataset's excluded.json, with the reason given there
+    # Groups of near-duplicate photos (paths) found by a training run's backbone; the split keeps each group's
+    # photos of one class on one side (engine.dataset.split.keep_groups_together). Empty from a plain scan.
+    near_duplicates: tuple[tuple[str, ...], ...] = ()
+    # The splits given as folders in a pre-split layout (train/ val/ test/); the others were set aside by the scan.
+    given_splits: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for item in self.items:
@@ -77,6 +82,8 @@ class ScanReport:
             "warnings": list(self.warnings),
             "leakage": [list(pair) for pair in self.leakage],
             "excluded": [{"path": file.path, "reason": file.reason} for file in self.excluded],
+            "near_duplicates": [list(group) for group in self.near_duplicates],
+            "given_splits": list(self.given_splits),
         }
 
     @classmethod
@@ -96,6 +103,8 @@ class ScanReport:
                 warnings=tuple(str(message) for message in data.get("warnings", ())),
                 leakage=tuple((str(a), str(b)) for a, b in data.get("leakage", ())),
                 excluded=_skipped_files(data.get("excluded", ())),  # absent from reports older than exclusions
+                near_duplicates=tuple(tuple(str(path) for path in group) for group in data.get("near_duplicates", ())),
+                given_splits=tuple(str(split) for split in data.get("given_splits", ())),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"invalid scan report: {exc!r}") from exc

@@ -119,6 +119,7 @@ def scan_dataset(
         ignored_count=listing.ignored_count,
         leakage=tuple(leaked_pairs(copies, split_of)),
         excluded=tuple(excluded),
+        given_splits=tuple(split for split in SPLITS if split in listing.split_folders),
     )
     class_of = {found.path: found.class_name for found in usable}
     warnings += [

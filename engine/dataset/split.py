@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from engine.dataset.report import ScanReport
+from engine.dataset.report import SPLITS, ScanReport
 from engine.dataset.validate import DatasetError
-from engine.events import EventSink, WarningEvent
+from engine.events import EventSink, Info, WarningEvent
 
 
 def stratified_split(
@@ -90,4 +90,49 @@ def keep_recorded_split(recorded: ScanReport, current: ScanReport, on_event: Eve
         items=kept,
         warnings=(*current.warnings, *messages),
         leakage=tuple((path_now[a], path_now[b]) for a, b in recorded.leakage if a in path_now and b in path_now),
+        near_duplicates=tuple(group for group in (tuple(path_now[p] for p in g if p in path_now)
+                                                  for g in recorded.near_duplicates) if len(group) > 1),
     )
+
+
+def keep_groups_together(report: ScanReport, groups: Sequence[Sequence[str]], *, val_fraction: float,
+                         test_fraction: float, seed: int, on_event: EventSink) -> ScanReport:
+    """``report`` split again so that each near-duplicate group's photos of one class share a side, with the
+    groups recorded in ``near_duplicates``: a resized or re-saved copy on the other side of the split would
+    score its twin and inflate the validation accuracy a person trusts.
+
+    The scan's own share is split again (class folders, or what it set aside from train/); splits given as
+    folders stay, and a group across them is reported. So is a group filed under several classes: a split that is
+    stratified per class cannot keep it together (the doctor lists it as conflicting labels).
+    """
+    group_of = {path: index for index, group in enumerate(groups) for path in group}
+    given = set(report.given_splits) - {"train"}
+    by_class: dict[str, dict[object, list[str]]] = {}
+    for item in report.items:
+        if item.split not in given:
+            unit = (group_of[item.path], item.label) if item.path in group_of else item.path
+            by_class.setdefault(report.classes[item.label], {}).setdefault(unit, []).append(item.path)
+    split_of = {item.path: item.split for item in report.items}
+    split_of.update(stratified_split(
+        {name: list(units.values()) if len(units) >= 2 else [[p] for u in units.values() for p in u]
+         for name, units in by_class.items()},
+        val_fraction=0.0 if "val" in given else val_fraction, test_fraction=0.0 if "test" in given else test_fraction,
+        seed=seed))
+    moved = sum(split_of[item.path] != item.split for item in report.items)
+    items = sorted((replace(item, split=split_of[item.path]) for item in report.items),
+                   key=lambda item: (SPLITS.index(item.split), item.label, item.path))
+    across = [group for group in groups if len({split_of[path] for path in group}) > 1]
+    warnings = list(report.warnings)
+    if groups:
+        on_event(Info(f"split: {len(groups)} near-duplicate group(s) ({sum(map(len, groups))} photos) kept on one "
+                      f"side of the split where their class allows; {moved} photo(s) changed side"))
+    if across:
+        example = " and ".join(sorted(across[0], key=lambda path: (SPLITS.index(split_of[path]), path))[:2])
+        message = (f"{report.root}: {len(across)} near-duplicate group(s) span classes or the split folders as "
+                   f"given (e.g. {example}), so the split cannot keep them on one side; the validation accuracy "
+                   "may be optimistic: run the dataset doctor and exclude the copies")
+        warnings.append(message)
+        on_event(WarningEvent(message))
+    return replace(report, items=tuple(items), warnings=tuple(warnings),
+                   leakage=tuple((a, b) for a, b in report.leakage if split_of[a] != split_of[b]),
+                   near_duplicates=tuple(tuple(group) for group in groups))

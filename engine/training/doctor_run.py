@@ -8,32 +8,27 @@ every split, because the doctor judges the labels, not a model.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from engine.backbones.build import TransferModel
 from engine.control import RunControl
-from engine.dataset.doctor import DoctorReport, diagnose, find_neighbourhoods, unit_rows
+from engine.dataset.doctor import DoctorReport, diagnose
+from engine.dataset.split import keep_groups_together
 from engine.events import EventSink, Info, Progress, ignore_event
 from engine.training.config import TrainConfig
+from engine.training.near_duplicates import group_paths, look_at
 from engine.training.preparation import prepare_training
 from engine.training.quick_head import fit_linear_head, labels_tensor
-from engine.training.recipe import SHALLOW_STAGES
 
 DEFAULT_FOLDS = 5
 # The head's L2 strength: fixed, the middle of the quick head's candidates. Choosing it by cross-validation took
 # 15 more fits (15 to 45 s on 2 busy cores for 112 photos, against 5 to 20 s for the 5 folds) and ranked the
 # planted wrong labels of the test photos no better (first 9 of 112 with 1e-3, 1e-2 and 1e-1 alike).
 OUT_OF_FOLD_L2 = 1e-2
-# Layout features: the boundary's feature map averaged over a grid of at most 4 x 4 cells (Lite0: 192 channels
-# x 16 cells), fewer cells where the channels are many, so 20,000 photos hold at most 330 MB of them.
-_LAYOUT_GRIDS = (4, 3, 2, 1)
-_LAYOUT_MAX_VALUES = 4096
 
 
 def diagnose_folder(data_dir: Path | str, config: TrainConfig | None = None, *, on_event: EventSink = ignore_event,
@@ -42,24 +37,25 @@ def diagnose_folder(data_dir: Path | str, config: TrainConfig | None = None, *, 
     ``control`` is cancelled, and the scan's DatasetError for a folder that cannot be trained on."""
     config, control = config or TrainConfig(), control or RunControl()
     prepared = prepare_training(Path(data_dir), config, on_event, control)
-    items, model = prepared.report.items, prepared.model
-    boundary = max(0, len(model.stages) - SHALLOW_STAGES)  # the quick head's: the cached outputs are shared
-    with _layout_recorder(model, boundary) as layout:
-        features = prepared.frozen.embeddings(items, boundary, "features (doctor)")
+    items = prepared.report.items
+    look = look_at(prepared.model, prepared.frozen, items, "features (doctor)")
+    # Judge the split a training run makes of this folder: near-duplicates kept on one side where the layout lets.
+    split = keep_groups_together(prepared.report, group_paths(look, items), val_fraction=config.val_split,
+                                 test_fraction=config.test_split, seed=config.seed, on_event=ignore_event)
+    split_of = {item.path: item.split for item in split.items}
+    items = tuple(replace(item, split=split_of[item.path]) for item in items)
     targets = labels_tensor(item.label for item in items)
-    embeddings = unit_rows(features.numpy(), len(items))
-    layout_rows = unit_rows(torch.cat(layout).numpy(), len(items)) if layout else embeddings
-    found = find_neighbourhoods(embeddings, layout_rows, targets.numpy())
-    fold_of = stratified_folds(targets.numpy(), folds, config.seed, together=found.groups)
-    probabilities = out_of_fold_probabilities(features, targets, len(prepared.labels), fold_of, config.seed,
+    fold_of = stratified_folds(targets.numpy(), folds, config.seed, together=look.found.groups)
+    probabilities = out_of_fold_probabilities(look.features, targets, len(prepared.labels), fold_of, config.seed,
                                               prepared.setup.device, on_event, control)
-    report = diagnose(prepared.report.root, prepared.labels, items, embeddings, layout_rows, probabilities,
-                      found=found)
+    report = diagnose(prepared.report.root, prepared.labels, items, look.embeddings, look.layout, probabilities,
+                      found=look.found)
     counts = report.summary()
     on_event(Info(f"doctor: {counts['near_duplicate_groups']} near-duplicate groups "
                   f"({counts['across_split_groups']} across splits, {counts['conflicting_groups']} with conflicting "
-                  f"labels), {counts['likely_wrong_labels']} likely wrong labels, {counts['outliers']} outliers "
-                  f"among {counts['photos']} photos"))
+                  f"labels), {counts['likely_wrong_labels']} likely wrong labels (and "
+                  f"{counts['possible_wrong_labels']} possible), {counts['outliers']} outliers among "
+                  f"{counts['photos']} photos"))
     return report
 
 
@@ -99,24 +95,3 @@ def stratified_folds(targets: np.ndarray, folds: int, seed: int,
         members = rng.permutation(units[targets[units] == label])
         fold_of_unit[members] = (np.arange(len(members)) + rng.integers(folds)) % folds
     return fold_of_unit[unit_of]
-
-
-@contextmanager
-def _layout_recorder(model: TransferModel, boundary: int) -> Iterator[list[torch.Tensor]]:
-    """Collect, batch by batch, the layout features of whatever passes into stage ``boundary`` meanwhile: its
-    input (the cached frozen output, or the stages below it when the photos stream) pooled to a small grid.
-    The pooled embedding keeps what is in a photo but not where, which is what tells a copy from a look-alike."""
-    pooled: list[torch.Tensor] = []
-
-    def record(_stage: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        maps = inputs[0].detach().float()
-        if maps.dim() == 4:
-            grid = next((g for g in _LAYOUT_GRIDS if maps.shape[1] * g * g <= _LAYOUT_MAX_VALUES), 1)
-            maps = F.adaptive_avg_pool2d(maps, grid)
-        pooled.append(maps.flatten(1).cpu())
-
-    handle = model.stages[boundary].register_forward_pre_hook(record)
-    try:
-        yield pooled
-    finally:
-        handle.remove()

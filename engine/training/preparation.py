@@ -13,14 +13,17 @@ from engine.backbones.build import TransferModel, create_model
 from engine.backbones.registry import get_backbone
 from engine.control import RunControl
 from engine.dataset.cache import DecodedImageCache
-from engine.dataset.report import IMBALANCE_WARNING_RATIO, ScanReport
+from engine.dataset.report import IMBALANCE_WARNING_RATIO, ImageItem, ScanReport
 from engine.dataset.scan import scan_dataset
+from engine.dataset.split import keep_groups_together
 from engine.events import EventSink
+from engine.images import ImageLoadError
 from engine.training.batch_augment import BatchAugment
 from engine.training.config import TrainConfig
 from engine.training.device import DeviceSetup, for_dataset, resolve_device
 from engine.training.feature_cache import weights_identity
 from engine.training.frozen_features import FrozenFeatures
+from engine.training.near_duplicates import group_paths, look_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +38,13 @@ class PreparedTraining:
     frozen: FrozenFeatures
 
 
-def prepare_training(data_dir: Path, config: TrainConfig, on_event: EventSink,
-                     control: RunControl) -> PreparedTraining:
-    """Scan ``data_dir`` (validated, split, decoded into the cache) and build the model with its weights."""
+def prepare_training(data_dir: Path, config: TrainConfig, on_event: EventSink, control: RunControl, *,
+                     near_duplicates: bool = False) -> PreparedTraining:
+    """Scan ``data_dir`` (validated, split, decoded into the cache) and build the model with its weights.
+
+    ``near_duplicates``: find near-duplicate photos through the frozen backbone and split so that each group is
+    on one side (a fresh training run; the cost is one frozen pass that the quick head then reads from the
+    feature cache, plus the test photos')."""
     setup = resolve_device(config.device)
     preprocessing = get_backbone(config.backbone).preprocessing()
     cache = DecodedImageCache(preprocessing)
@@ -53,6 +60,11 @@ def prepare_training(data_dir: Path, config: TrainConfig, on_event: EventSink,
         model = model.to(memory_format=torch.channels_last)
     frozen = FrozenFeatures(model, config, weights_identity(config.backbone, weights_file), cache,
                             BatchAugment(config.augment, preprocessing), setup, on_event, control)
+    if near_duplicates:
+        items = _still_readable(cache, report.items)
+        look = look_at(model, frozen, items, "features (near-duplicates)")
+        report = keep_groups_together(report, group_paths(look, items), val_fraction=config.val_split,
+                                      test_fraction=config.test_split, seed=config.seed, on_event=on_event)
     return PreparedTraining(config, setup, cache, report, labels, model, class_weights_for(config, report, labels),
                             frozen)
 
@@ -64,3 +76,16 @@ def class_weights_for(config: TrainConfig, report: ScanReport, labels: list[str]
         return None
     counts = np.array([report.counts["train"][c] for c in labels], dtype=np.float64)
     return torch.tensor(counts.sum() / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
+
+
+def _still_readable(cache: DecodedImageCache, items: tuple[ImageItem, ...]) -> tuple[ImageItem, ...]:
+    """The photos that still decode: one deleted since the scan is left out here, and skipped with a warning
+    when training reaches it."""
+    kept = []
+    for item in items:
+        try:
+            cache.get(item.path)
+            kept.append(item)
+        except ImageLoadError:
+            pass
+    return tuple(kept)

@@ -103,7 +103,9 @@ class _Session:
     def prepare(self, resume: bool) -> None:
         if self.config.compile and (reason := compile_unavailable()):
             raise BadInputError(reason)  # also for a run started elsewhere with compile and resumed in the bundle
-        self.prepared = prepare_training(self.data_dir, self.config, self.on_event, self.control)
+        # A resumed run trains on its recorded split: only a fresh one needs the near-duplicates to split by.
+        self.prepared = prepare_training(self.data_dir, self.config, self.on_event, self.control,
+                                         near_duplicates=not resume)
         self.setup, self.model, self.labels = self.prepared.setup, self.prepared.model, self.prepared.labels
         self.recorder = EpochRecorder(self.run_dir, self.model, self.config.epochs, self.on_event)
         self.control.check()  # a stop while preparing (scan, model, weights download) leaves no run behind

@@ -76,7 +76,7 @@ def test_the_window_appears_before_torch_is_imported(tmp_path: Path) -> None:
 def test_geometry_page_and_options_persist(qtbot, make_window) -> None:
     first = make_window()
     first.show()
-    first.resize(790, 560)
+    first.resize(790, 620)
     first.tabs.setCurrentIndex(2)
     first.findChild(QSpinBox, "epochsSpin").setValue(9)
     first.close()
@@ -84,7 +84,7 @@ def test_geometry_page_and_options_persist(qtbot, make_window) -> None:
 
     second = make_window()
     assert second.tabs.currentIndex() == 2
-    assert (second.size().width(), second.size().height()) == (790, 560)
+    assert (second.size().width(), second.size().height()) == (790, 620)
     assert second.findChild(QSpinBox, "epochsSpin").value() == 9
 
 

@@ -167,7 +167,9 @@ def test_counts_before_and_after_keeping_one_photo_per_group(planted: Planted, r
     assert summary == {"photos": len(planted.photos), "near_duplicate_groups": len(planted.groups),
                        "duplicate_photos": len(extra), "conflicting_groups": len(planted.conflicting),
                        "across_split_groups": len(planted.across_splits),
-                       "likely_wrong_labels": len(report.label_issues), "outliers": len(report.outliers)}
+                       "likely_wrong_labels": sum(issue.confident for issue in report.label_issues),
+                       "possible_wrong_labels": sum(not issue.confident for issue in report.label_issues),
+                       "outliers": len(report.outliers)}
     after = [entry["after_dedup"] for entry in report.counts.values()]
     assert report.imbalance_ratio(after_dedup=True) == pytest.approx(max(after) / min(after))
 
@@ -204,7 +206,9 @@ def test_json_form_is_strict_json_with_class_names(report: DoctorReport) -> None
 def test_table_lists_every_kind(report: DoctorReport) -> None:
     text = format_doctor_report(report)
     assert "Near-duplicate groups: 5" in text and "conflicting labels" in text and "across splits" in text
-    assert f"Likely wrong labels: {len(report.label_issues)}" in text and " -> " in text
+    summary = report.summary()
+    assert (f"Likely wrong labels: {summary['likely_wrong_labels']} by confident learning, "
+            f"{summary['possible_wrong_labels']} possible") in text and " -> " in text
     assert f"Outliers / off-topic: {len(report.outliers)}" in text
     assert "after dedup" in text and "  train/a/003.jpg  " in text and "/data/train" not in text
 

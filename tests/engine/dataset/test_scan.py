@@ -229,7 +229,7 @@ def test_report_round_trips_through_json(tmp_path: Path, make_dataset):
     assert ScanReport.from_dict(data) == report
     assert data["skipped"] == [{"path": str(root / "a" / "bad.jpg"), "reason": report.skipped[0].reason}]
     keys = {"root", "layout", "classes", "counts", "imbalance_ratio", "items", "skipped", "ignored_count"}
-    assert set(data) == keys | {"warnings", "leakage", "excluded"}
+    assert set(data) == keys | {"warnings", "leakage", "excluded", "near_duplicates", "given_splits"}
     assert sum(len(report.split_items(split)) for split in ("train", "val", "test")) == 9
     with pytest.raises(ValueError, match="invalid scan report"):
         ScanReport.from_dict({"root": "x"})

@@ -18,12 +18,16 @@ import skimage.data
 from PIL import Image, ImageEnhance
 
 import engine.training.doctor_run as doctor_run
+import engine.training.near_duplicates as near_duplicates
 from engine.cli import main
 from engine.control import Cancelled, RunControl
 from engine.dataset.doctor import DUPLICATE_SIMILARITY, DoctorReport
+from engine.dataset.report import ScanReport
 from engine.dataset.sample_data import generate_sample_dataset
-from engine.events import Info, Progress
+from engine.events import Info, Progress, ignore_event
+from engine.training.config import TrainConfig
 from engine.training.doctor_run import stratified_folds
+from engine.training.preparation import prepare_training
 
 CLASSES, PER_CLASS, VAL_PER_CLASS, SWAPS = 4, 24, 6, 5
 OFF_TOPIC = ("astronaut", "coffee", "rocket", "chelsea")
@@ -115,7 +119,7 @@ def diagnosed(tmp_path_factory: pytest.TempPathFactory) -> Diagnosed:
     folder = tmp_path_factory.mktemp("doctor")
     planted = _plant(folder)
     seen: dict = {"events": []}
-    find, run = doctor_run.find_neighbourhoods, doctor_run.diagnose_folder
+    find, run = near_duplicates.find_neighbourhoods, doctor_run.diagnose_folder
 
     def recording_find(embeddings: np.ndarray, layout: np.ndarray, *args: object, **kwargs: object):  # noqa: ANN202
         seen["layout"] = layout
@@ -131,7 +135,7 @@ def diagnosed(tmp_path_factory: pytest.TempPathFactory) -> Diagnosed:
 
     json_file = folder / "doctor.json"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(doctor_run, "find_neighbourhoods", recording_find)
+        patch.setattr(near_duplicates, "find_neighbourhoods", recording_find)
         patch.setattr(doctor_run, "diagnose_folder", recording_run)
         exit_code = main(["doctor", str(planted.data), "--json", "--out", str(json_file)])
     return Diagnosed(planted, seen["report"], seen["events"], seen["layout"], exit_code, json_file)
@@ -258,3 +262,35 @@ def test_help_lists_the_doctor(capsys: pytest.CaptureFixture) -> None:
         main(["doctor", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--json" in text and "--out OUT" in text and "(default: efficientnet_lite0)" in text
+
+
+def test_a_training_split_keeps_each_planted_copy_beside_its_original(diagnosed: Diagnosed,
+                                                                      tmp_path: Path) -> None:
+    """The planted photos as plain class folders, split by ``train``: the plain split cuts some copy from its
+    original, the near-duplicate split none, and scan_report.json's groups hold every pair."""
+    flat = tmp_path / "flat"
+
+    def flattened(path: str | Path) -> Path:
+        path = Path(path)
+        return flat / path.parent.name / f"{path.parent.parent.name}_{path.name}"
+
+    for photo in diagnosed.planted.data.rglob("*"):
+        if photo.is_file():
+            flattened(photo).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(photo, flattened(photo))  # the same bytes: the doctor's features come from the cache
+    pairs = [(str(flattened(a)), str(flattened(b))) for a, b in diagnosed.planted.copies
+             if Path(a).parent.name == Path(b).parent.name]
+    config = TrainConfig(device="cpu", test_split=0.2)
+
+    def split_of(near_duplicates: bool) -> tuple[dict[str, str], ScanReport]:
+        report = prepare_training(flat, config, ignore_event, RunControl(), near_duplicates=near_duplicates).report
+        return {item.path: item.split for item in report.items}, report
+
+    plain, _ = split_of(False)
+    assert len(pairs) == 8 and any(plain[a] != plain[b] for a, b in pairs)  # else this test proves nothing
+    grouped, report = split_of(True)
+    assert [(a, b) for a, b in pairs if grouped[a] != grouped[b]] == []
+    groups = [set(group) for group in report.near_duplicates]
+    assert all(any({a, b} <= group for group in groups) for a, b in pairs)
+    assert report.counts["val"] and all(report.counts[split][name] for split in ("val", "test")
+                                        for name in report.classes)
