@@ -209,7 +209,7 @@ class DataPage(QWidget):
         self.doctor_view.set_dataset(report)
         counts = report.counts
         totals = {split: sum(counts[split].values()) for split in counts}
-        layout = "train/val folders as given" if report.layout == "pre-split" else "one folder per class"
+        layout = "split folders as given" if report.layout == "pre-split" else "one folder per class"
         test = f", {totals['test']} test" if totals["test"] else ""
         skipped = f" · {len(report.skipped)} file(s) skipped" if report.skipped else ""
         excluded = f" · {len(report.excluded)} excluded" if report.excluded else ""

@@ -30,7 +30,7 @@ class FrozenLook:
     features: torch.Tensor  # pooled embeddings (N x D) on the CPU
     embeddings: np.ndarray  # the same as unit rows
     layout: np.ndarray  # layout features as unit rows
-    found: Neighbourhoods  # near-duplicate groups (indices) and k-NN distances
+    found: Neighbourhoods  # near-duplicate groups (indices)
 
 
 def look_at(model: TransferModel, frozen: FrozenFeatures, items: tuple[ImageItem, ...], phase: str) -> FrozenLook:
@@ -41,8 +41,7 @@ def look_at(model: TransferModel, frozen: FrozenFeatures, items: tuple[ImageItem
         features = frozen.embeddings(items, boundary, phase)
     embeddings = unit_rows(features.numpy(), len(items))
     layout_rows = unit_rows(torch.cat(layout).numpy(), len(items)) if layout else embeddings
-    labels = np.array([item.label for item in items], dtype=np.int64)
-    return FrozenLook(features, embeddings, layout_rows, find_neighbourhoods(embeddings, layout_rows, labels))
+    return FrozenLook(features, embeddings, layout_rows, find_neighbourhoods(layout_rows))
 
 
 def group_paths(look: FrozenLook, items: tuple[ImageItem, ...]) -> list[tuple[str, ...]]:

@@ -121,9 +121,9 @@ def diagnosed(tmp_path_factory: pytest.TempPathFactory) -> Diagnosed:
     seen: dict = {"events": []}
     find, run = near_duplicates.find_neighbourhoods, doctor_run.diagnose_folder
 
-    def recording_find(embeddings: np.ndarray, layout: np.ndarray, *args: object, **kwargs: object):  # noqa: ANN202
+    def recording_find(layout: np.ndarray, **kwargs: object):  # noqa: ANN202
         seen["layout"] = layout
-        return find(embeddings, layout, *args, **kwargs)
+        return find(layout, **kwargs)
 
     def recording_run(*args: object, on_event: Callable, **kwargs: object) -> DoctorReport:
         def both(event: object) -> None:
