@@ -251,6 +251,17 @@ def save_predictions(predictions: Sequence[Any], path: Path) -> Job:
     return Job(f"Saving {len(predictions)} result(s) to {path.name}", run)
 
 
+def sort_into_folders(predictions: Sequence[Any], folder: Path) -> Job:
+    """Copy the predicted photos into one folder per class under ``folder`` (engine.sort_into); the SortResult."""
+
+    def run(on_event: EventSink, control: RunControl) -> Any:
+        from engine.sort_into import sort_into_folders as sort
+
+        return sort(predictions, folder, on_event=on_event, control=control)
+
+    return Job(f"Copying {len(predictions)} photo(s) into class folders in {folder}", run)
+
+
 def thumbnails(paths: Sequence[str], size: int = THUMBNAIL_SIZE) -> Job:
     def run(_on_event: EventSink, control: RunControl) -> dict[str, np.ndarray | None]:
         result = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -83,3 +84,45 @@ def append_line_atomic(path: Path, line: str) -> None:
     path = Path(path)
     previous = path.read_bytes() if path.exists() else b""
     write_bytes_atomic(path, previous + line.rstrip("\n").encode("utf-8") + b"\n")
+
+
+def free_name(folder: Path, name: str) -> Path:
+    """``folder/name``, or ``folder/stem (2).ext`` (3, 4, ...) where that is taken."""
+    candidate, number = folder / name, 2
+    stem, suffix = Path(name).stem, Path(name).suffix
+    while os.path.lexists(candidate):
+        candidate, number = folder / f"{stem} ({number}){suffix}", number + 1
+    return candidate
+
+
+def copy_without_overwriting(source: Path, folder: Path) -> Path:
+    """Copy ``source`` into ``folder`` under its name, or a free one beside it; returns the copy's path.
+
+    The bytes go to a temporary file first, so a crash leaves no half copy under a real name; the temporary file
+    is then hard-linked to the free name, which fails rather than replace a file that appeared meanwhile (a
+    rename would replace it on POSIX). Where the disk has no hard links (FAT), the name is checked, then renamed.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{source.name}.", suffix=_TEMPORARY_SUFFIX, dir=folder)
+    temporary = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as copy, source.open("rb") as original:
+            shutil.copyfileobj(original, copy)
+            copy.flush()
+            os.fsync(copy.fileno())
+        while True:
+            target = free_name(folder, source.name)
+            try:
+                os.link(temporary, target)
+            except FileExistsError:
+                continue  # taken between the check and the link: the next free name
+            except OSError:
+                os.replace(temporary, target)
+            return target
+    except OSError as exc:
+        if exc.errno in _OUT_OF_SPACE and not isinstance(exc, DiskFullError):
+            raise DiskFullError(exc.errno, f"{folder}: disk full while copying {source.name}; nothing was "
+                                           "overwritten; free space there and try again") from exc
+        raise
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -199,6 +199,15 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
                         help="images per progress step (and per GPU batch; on the CPU each core runs 2 at a time)")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="auto: CUDA when onnxruntime can use it, else the CPU")
+    parser.add_argument("--min-confidence", type=float, default=None,
+                        help="mark predictions below this confidence unsure, instead of the model's own threshold "
+                             "(0: never unsure)")
+    parser.add_argument("--heatmaps", type=Path, default=None, metavar="DIR",
+                        help="also write each photo with its class activation map over it, DIR/<photo name>.png "
+                             "(an existing file is never replaced: -2, -3... are added)")
+    parser.add_argument("--sort-into", type=Path, default=None, metavar="DIR",
+                        help="also copy each photo into DIR/<class>/ (unsure ones into DIR/_unsure/), with "
+                             "DIR/sort-manifest.json; the originals stay and nothing is overwritten")
     parser.set_defaults(handler=_predict)
 
 
@@ -395,7 +404,7 @@ def _lr_find(args: argparse.Namespace) -> int:
 
 
 def _print_evaluation(document: dict | None) -> None:
-    from engine.evaluation.format import format_metrics_table, format_verdict
+    from engine.evaluation.format import format_calibration, format_metrics_table, format_verdict
 
     if not document:
         return
@@ -405,6 +414,8 @@ def _print_evaluation(document: dict | None) -> None:
             print(format_metrics_table(document[split], document["labels"]))
             if verdict := format_verdict(document[split], split):
                 print(f"\n{verdict}")
+    if calibration := format_calibration(document):
+        print(f"\n== calibration ==\n{calibration}")
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -459,14 +470,21 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.top_k < 1 or args.batch_size < 1:
         raise UsageError("--top-k and --batch-size must be at least 1")
-    predictor = Predictor(args.model, device=args.device)
+    if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:
+        raise UsageError("--min-confidence must be from 0 to 1 (0: never unsure)")
+    predictor = Predictor(args.model, device=args.device, min_confidence=args.min_confidence)
+    if args.heatmaps is not None and args.heatmaps.exists() and not args.heatmaps.is_dir():
+        raise UsageError(f"--heatmaps {args.heatmaps}: is a file; give a folder for the heatmap images")
+    if args.sort_into is not None and args.sort_into.exists() and not args.sort_into.is_dir():
+        raise UsageError(f"--sort-into {args.sort_into}: is a file; give a folder to copy the photos into")
     files, missing = expand_inputs(args.paths)
     if not files:
         raise UsageError("no images to predict: " + "; ".join(f"{e.path}: {e.error}" for e in missing))
     started = time.perf_counter()
     try:
         predictions = _with_cancel_on_sigint(lambda control: predictor.predict_paths(
-            files, top_k=args.top_k, batch_size=args.batch_size, on_event=ConsoleProgress(), control=control))
+            files, top_k=args.top_k, batch_size=args.batch_size, on_event=ConsoleProgress(), control=control,
+            heatmaps=args.heatmaps is not None))
     except Cancelled:
         print("prediction stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -478,6 +496,15 @@ def _predict(args: argparse.Namespace) -> int:
         write_bytes_atomic(args.output, text.encode("utf-8"))
     else:
         sys.stdout.write(text)
+    if args.heatmaps is not None:
+        written = _write_heatmaps(predictions, predictor.info.preprocessing, args.heatmaps)
+        print(f"{written} heatmaps in {args.heatmaps}", file=sys.stderr)
+    if args.sort_into is not None:
+        from engine.sort_into import sort_into_folders
+
+        sorted_ = sort_into_folders(predictions, args.sort_into, on_event=ConsoleProgress())
+        print(f"{sorted_.copied} photos copied into class folders in {args.sort_into} ({sorted_.unsure} unsure); "
+              f"{len(sorted_.failed)} not copied; manifest {sorted_.manifest}", file=sys.stderr)
     failed = sum(p.error is not None for p in rows)
     print(f"{len(files)} images in {seconds:.1f} s ({len(files) / max(seconds, 1e-9):.0f} img/s, "
           f"{predictor.provider}); {failed} could not be read" + (f"; results in {args.output}" if args.output else ""),
@@ -485,18 +512,46 @@ def _predict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _write_heatmaps(predictions: list, preprocessing, folder: Path) -> int:  # noqa: ANN001 - a Preprocessing
+    """One overlay PNG per prediction with a heatmap; a photo that can no longer be read is reported and skipped."""
+    import numpy as np
+
+    from engine.console import ConsoleProgress
+    from engine.events import Progress
+    from engine.heatmaps import write_overlay
+    from engine.images import ImageLoadError
+
+    progress = ConsoleProgress()
+    written = 0
+    for done, prediction in enumerate(predictions, 1):
+        if prediction.heatmap is not None:
+            try:
+                write_overlay(prediction.path, np.asarray(prediction.heatmap, dtype=np.float32), preprocessing, folder)
+                written += 1
+            except ImageLoadError as exc:
+                print(f"warning: no heatmap for {exc}", file=sys.stderr)
+        progress(Progress("writing heatmaps", done, len(predictions)))
+    return written
+
+
 def _prediction_table(predictions: list, top_k: int) -> str:
-    """file, top label, confidence and the runners-up; unreadable files show their error instead."""
+    """file, top label (with "(unsure)" below the threshold), confidence and the runners-up; unreadable files show
+    their error instead."""
     width = min(60, max([len("file"), *(len(p.path) for p in predictions)]))
-    label_width = max([len("label"), *(len(p.label) for p in predictions if p.label)])
+    label_width = max([len("label"), *(len(_shown_label(p)) for p in predictions if p.label)])
     lines = [f"{'file':<{width}}  {'label':<{label_width}}  confidence  runners-up"]
     for p in predictions:
         if p.error is not None:
             lines.append(f"{p.path:<{width}}  error: {p.error}")
             continue
         runners_up = ", ".join(f"{label} {prob:.1%}" for label, prob in p.top_k[1:top_k])
-        lines.append(f"{p.path:<{width}}  {p.label:<{label_width}}  {p.confidence:>10.1%}  {runners_up}".rstrip())
+        lines.append(f"{p.path:<{width}}  {_shown_label(p):<{label_width}}  {p.confidence:>10.1%}  {runners_up}"
+                     .rstrip())
     return "\n".join(lines) + "\n"
+
+
+def _shown_label(prediction) -> str:  # noqa: ANN001 - an engine.predict.Prediction (imported lazily)
+    return f"{prediction.label} (unsure)" if prediction.unsure else prediction.label
 
 
 def _prediction_json(predictions: list, _top_k: int) -> str:

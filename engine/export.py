@@ -1,10 +1,15 @@
 """ONNX export of a run's best weights, checked against PyTorch before the file is written.
 
 The graph takes ``image`` (float32, N x 3 x crop x crop, normalised as the metadata says; N is symbolic) and
-returns ``logits`` and ``probabilities`` (the softmax is part of the graph). The Transfer Studio metadata is
-appended to ``metadata_props`` (see ``engine.onnx_metadata``). Nothing is written unless ``onnx.checker``
-passes and onnxruntime agrees with PyTorch on the run's validation images (top-1 identical, logits within
-``PARITY_TOLERANCE``); the figures go to ``export_parity.json`` in the run folder either way.
+returns ``logits`` and ``probabilities`` (the softmax is part of the graph: ``softmax(logits / T)``, with the
+temperature ``T`` the run's evaluation.json records, 1 for runs evaluated before calibration existed). The
+Transfer Studio metadata is appended to ``metadata_props`` (see ``engine.onnx_metadata``). Nothing is written
+unless ``onnx.checker`` passes and onnxruntime agrees with PyTorch on the run's validation images (top-1
+identical, logits within ``PARITY_TOLERANCE``); the figures go to ``export_parity.json`` in the run folder either
+way.
+
+Where the backbone ends in global average pooling + linear head (``split_at_global_pool``), the graph also returns
+``feature_map`` and ``cam_weights``, which the predictor computes class activation maps from (``engine.heatmaps``).
 
 With ``quantize="int8"`` the float model is written first and kept when the int8 step then fails: it passed its
 own checks, so it is a good model, and ``QuantizationError`` says that it was written (and carries its result).
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import tempfile
 import time
 from collections.abc import Sequence
@@ -27,13 +33,15 @@ import torch
 
 from engine import __version__
 from engine.atomic import write_bytes_atomic, write_json_atomic
+from engine.backbones.build import NO_EXACT_CAM, TransferModel, split_at_global_pool
 from engine.backbones.inference import load_trained_model
 from engine.control import Cancelled, RunControl
 from engine.errors import BadInputError
+from engine.evaluation.calibration import recorded_calibration
 from engine.evaluation.metrics import check_evaluation_document
 from engine.events import EventSink, Progress, ignore_event
 from engine.images import ImageLoadError, preprocess_for_model
-from engine.onnx_metadata import METADATA_KEY, metadata_document
+from engine.onnx_metadata import FEATURE_MAP_OUTPUT, HEATMAP_OUTPUTS, METADATA_KEY, heatmaps_entry, metadata_document
 from engine.preprocessing import Preprocessing
 from engine.time_format import utc_now_iso
 from engine.training import run_folder as rf
@@ -52,6 +60,9 @@ QUANTIZE_CHOICES = ("int8",)
 QUANTIZATION = "int8 static QDQ (per-channel weights, moving-average MinMax calibration, stem conv kept in float)"
 _BATCH = 16
 _PHASE = "exporting"
+# The exporter's optimizer warns of each initializer it leaves alone because it is a graph output: cam_weights is
+# one on purpose (the head's weight itself, so the CAM uses exactly the tensor the logits do).
+_DEDUPLICATION_LOGGER = "onnx_ir.passes.common.initializer_deduplication"
 
 
 class ExportError(RuntimeError):
@@ -78,15 +89,21 @@ class QuantizationError(ExportError):
 
 
 class _WithProbabilities(torch.nn.Module):
-    """The classifier with its softmax inside the graph, so every consumer gets the same probabilities."""
+    """The classifier with its (temperature-scaled) softmax inside the graph, so every consumer gets the same
+    calibrated probabilities."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, temperature: float = 1.0, heatmaps: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.temperature = temperature
+        self.heatmaps = heatmaps
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(image)
-        return logits, torch.softmax(logits, dim=1)
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        feature_map, logits = self.model.feature_map_and_logits(image) if self.heatmaps else (None, self.model(image))
+        probabilities = torch.softmax(logits / self.temperature, dim=1)
+        if feature_map is None:
+            return logits, probabilities
+        return logits, probabilities, feature_map, self.model.head[-1].weight
 
 
 def export_onnx(run_dir: Path | str, out: Path | str | None = None, *, opset: int | None = None,
@@ -117,9 +134,13 @@ def export_onnx(run_dir: Path | str, out: Path | str | None = None, *, opset: in
     model, info = load_trained_model(run_dir)
     control.check()
     on_event(Progress(_PHASE, 1, steps, "exporting the graph"))
-    proto = export_proto(model, info.preprocessing.crop, opset)
+    calibration = recorded_calibration(run_dir / rf.EVALUATION_FILE)
+    proto = export_proto(model, info.preprocessing.crop, opset, calibration["temperature"] if calibration else 1.0)
+    has_heatmaps = FEATURE_MAP_OUTPUT in {output.name for output in proto.graph.output}
     document = metadata_document(labels=info.labels, preprocessing=info.preprocessing, backbone=info.backbone,
-                                 training=training_summary(info), app_version=__version__, created=utc_now_iso())
+                                 training=training_summary(info), app_version=__version__, created=utc_now_iso(),
+                                 calibration=calibration,
+                                 heatmaps=heatmaps_entry(None if has_heatmaps else f"{info.backbone}: {NO_EXACT_CAM}"))
     append_metadata(proto, {METADATA_KEY: json.dumps(document)})
     try:
         onnx.checker.check_model(proto, full_check=True)
@@ -170,26 +191,38 @@ def export_onnx(run_dir: Path | str, out: Path | str | None = None, *, opset: in
     return result
 
 
-def export_proto(model: torch.nn.Module, crop: int, opset: int) -> onnx.ModelProto:
-    """Trace ``model`` (eval mode) with the torch.export-based exporter; the batch dimension stays symbolic.
+def export_proto(model: torch.nn.Module, crop: int, opset: int, temperature: float = 1.0) -> onnx.ModelProto:
+    """Trace ``model`` (eval mode) with the torch.export-based exporter; the batch dimension stays symbolic, and
+    ``probabilities`` is ``softmax(logits / temperature)``. A TransferModel whose head allows exact class activation
+    maps also gets the HEATMAP_OUTPUTS: the feature map and the head's weights.
 
     dynamo=True: the TorchScript exporter is deprecated in torch 2.14 (DeprecationWarning, plus a
     TracerWarning per SamePadConv2d for its shape arithmetic); torch.export exports every registry backbone
     cleanly here with a symbolic batch and logits within 2e-6 of eager.
     """
-    wrapped = _WithProbabilities(model).eval()
+    heatmaps = isinstance(model, TransferModel) and split_at_global_pool(model.stages[-1]) is not None
+    wrapped = _WithProbabilities(model, temperature, heatmaps).eval()
     example = torch.zeros(2, 3, crop, crop)  # batch 2: torch.export specialises a size-1 dimension
+    outputs = ["logits", "probabilities", *(HEATMAP_OUTPUTS if heatmaps else ())]
+    deduplication = logging.getLogger(_DEDUPLICATION_LOGGER)
+    deduplication.addFilter(_not_about_output_initializers)
     try:
         program = torch.onnx.export(wrapped, (example,), None, dynamo=True, opset_version=opset, verbose=False,
-                                    input_names=["image"], output_names=["logits", "probabilities"],
+                                    input_names=["image"], output_names=outputs,
                                     dynamic_shapes=({0: torch.export.Dim("batch")},))
     except Exception as exc:  # noqa: BLE001 - any exporter failure is reported as one ExportError
         raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+    finally:
+        deduplication.removeFilter(_not_about_output_initializers)
     proto = program.model_proto
     batch = proto.graph.input[0].type.tensor_type.shape.dim[0]
     if not batch.dim_param:
         raise ExportError(f"the exported batch dimension is fixed ({batch.dim_value}), expected a symbolic one")
     return proto
+
+
+def _not_about_output_initializers(record: logging.LogRecord) -> bool:
+    return "is a graph input or output" not in record.getMessage()
 
 
 def append_metadata(proto: onnx.ModelProto, entries: dict[str, str]) -> None:

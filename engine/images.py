@@ -136,15 +136,22 @@ def resize_shorter_side(image: Image.Image, shorter_side: int, interpolation: st
     return image.resize(size, _RESAMPLING[interpolation])
 
 
+def center_crop_origin(height: int, width: int, crop: int) -> tuple[int, int]:
+    """(top, left) of the centre crop in a ``height`` x ``width`` image, as torchvision places it. A side shorter
+    than ``crop`` is padded with zeros, half the padding (rounded down) before it: its origin is minus that half."""
+    top = -((crop - height) // 2) if height < crop else int(round((height - crop) / 2.0))
+    left = -((crop - width) // 2) if width < crop else int(round((width - crop) / 2.0))
+    return top, left
+
+
 def center_crop_array(pixels: np.ndarray, crop: int) -> np.ndarray:
     """Centre-crop an HWC array to ``crop`` x ``crop``, padding with zeros when it is smaller (as torchvision)."""
     height, width = pixels.shape[:2]
+    top, left = center_crop_origin(height, width, crop)
     if height < crop or width < crop:
         pad_h, pad_w = max(0, crop - height), max(0, crop - width)
-        pixels = np.pad(pixels, ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
-        height, width = pixels.shape[:2]
-    top = int(round((height - crop) / 2.0))
-    left = int(round((width - crop) / 2.0))
+        pixels = np.pad(pixels, ((-min(top, 0), pad_h + min(top, 0)), (-min(left, 0), pad_w + min(left, 0)), (0, 0)))
+        top, left = max(top, 0), max(left, 0)
     return pixels[top : top + crop, left : left + crop]
 
 

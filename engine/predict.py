@@ -1,7 +1,9 @@
 """Classify images with an exported model: onnxruntime, NumPy and Pillow only (torch is never imported).
 
 The preprocessing comes from the model's own metadata and runs through ``engine.images``, the same code
-training-time evaluation and the export parity check use.
+training-time evaluation and the export parity check use. So does the calibration: the graph's probabilities are
+already temperature-scaled, and a prediction whose confidence is below the metadata's unsure threshold (or the
+caller's ``min_confidence``) is marked unsure; its label is still the most likely class.
 
 On the CPU each worker thread decodes a couple of images and runs them through onnxruntime itself, on one
 core: one busy thread per core, and small runs whose activations stay in that core's cache. On 2 cores
@@ -33,8 +35,9 @@ import onnxruntime as ort
 from engine.control import RunControl
 from engine.errors import BadInputError
 from engine.events import BatchPredicted, EventSink, Progress, ignore_event
+from engine.heatmaps import class_activation_map
 from engine.images import IMAGE_EXTENSIONS, ImageLoadError, is_image_path, preprocess_for_model
-from engine.onnx_metadata import MetadataError, parse_metadata
+from engine.onnx_metadata import HeatmapsUnavailableError, MetadataError, heatmap_outputs, parse_metadata
 from engine.preprocessing import Preprocessing
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -63,15 +66,22 @@ class ModelInfo:
     training: dict
     app_version: str
     created: str
+    temperature: float = 1.0
+    unsure_threshold: float | None = None  # the model's own; None for models exported before calibration
 
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """One image's result: ``top_k`` is (label, probability), most likely first; empty when ``error`` is set."""
+    """One image's result: ``top_k`` is (label, probability), most likely first; empty when ``error`` is set.
+    ``unsure``: the confidence is below the threshold in use (never without one, never for an error).
+    ``heatmap``: asked for, the top class's activation map on the model's crop (h rows of w values in [0, 1];
+    ``engine.heatmaps`` places it on the photo)."""
 
     path: str
     top_k: tuple[tuple[str, float], ...]
     error: str | None = None
+    unsure: bool = False
+    heatmap: tuple[tuple[float, ...], ...] | None = None
 
     @property
     def label(self) -> str | None:
@@ -82,8 +92,8 @@ class Prediction:
         return self.top_k[0][1] if self.top_k else None
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON record: ``{path, label, confidence, top_k: [{label, probability}], error}``."""
-        return {"path": self.path, "label": self.label, "confidence": self.confidence,
+        """The JSON record: ``{path, label, confidence, unsure, top_k: [{label, probability}], error}``."""
+        return {"path": self.path, "label": self.label, "confidence": self.confidence, "unsure": self.unsure,
                 "top_k": [{"label": label, "probability": p} for label, p in self.top_k], "error": self.error}
 
 
@@ -92,13 +102,16 @@ class Predictor:
 
     ``device``: "auto" uses CUDA when onnxruntime can really create a CUDA session, else the CPU; "cuda"
     insists (BadInputError otherwise); "cpu" never tries. ``threads``: worker threads, one per core this
-    process may use by default.
+    process may use by default. ``min_confidence`` replaces the model's unsure threshold (0: never unsure).
     """
 
-    def __init__(self, model_path: str | Path, *, device: str = "auto", threads: int | None = None) -> None:
+    def __init__(self, model_path: str | Path, *, device: str = "auto", threads: int | None = None,
+                 min_confidence: float | None = None) -> None:
         path = Path(model_path)
         if device not in DEVICES:
             raise BadInputError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+        if min_confidence is not None and not 0 <= min_confidence <= 1:
+            raise BadInputError(f"the minimum confidence must be from 0 to 1 (0: never unsure), not {min_confidence}")
         if not path.is_file():
             raise ModelLoadError(f"{path}: model file not found" if not path.is_dir() else
                                  f"{path}: is a folder; pass the .onnx file (e.g. {path / 'model.onnx'})")
@@ -111,15 +124,22 @@ class Predictor:
             raise ModelLoadError(f"{path}: {exc}") from exc
         self.info = ModelInfo(path=str(path), labels=metadata.labels, preprocessing=metadata.preprocessing,
                               backbone=metadata.backbone, training=metadata.training,
-                              app_version=metadata.app_version, created=metadata.created)
+                              app_version=metadata.app_version, created=metadata.created,
+                              temperature=metadata.temperature, unsure_threshold=metadata.unsure_threshold)
+        self.unsure_threshold = metadata.unsure_threshold if min_confidence is None else min_confidence
         self._input_name, self._output_name, self._softmax = _check_graph(self._session, self.info)
+        self._document = metadata.document
         self._on_gpu = self.provider == CUDA_PROVIDER
         # On the GPU a few threads decode ahead of its runs; on the CPU every core runs a worker.
         self._workers = max(1, min(4, self.threads)) if self._on_gpu else self.threads
 
     def predict_paths(self, paths: Sequence[str | Path], *, top_k: int = 3, batch_size: int = 32,
-                      on_event: EventSink = ignore_event, control: RunControl | None = None) -> list[Prediction]:
+                      on_event: EventSink = ignore_event, control: RunControl | None = None,
+                      heatmaps: bool = False) -> list[Prediction]:
         """One Prediction per path, in order; unreadable files become entries with ``error`` set.
+
+        ``heatmaps``: each prediction also gets its ``heatmap``, from the same onnxruntime run; a model that has
+        none raises HeatmapsUnavailableError (saying why) before any image is read.
 
         Each batch's results are also sent as a BatchPredicted event as soon as they are ready. Raises
         ``engine.control.Cancelled`` when ``control`` is cancelled (checked before every batch). On CUDA a batch
@@ -128,6 +148,7 @@ class Predictor:
         if batch_size < 1:
             raise BadInputError(f"batch_size must be at least 1, got {batch_size}")
         top_k = max(1, min(int(top_k), len(self.info.labels)))
+        cam_outputs = self._heatmap_outputs() if heatmaps else ()
         paths = [Path(p) for p in paths]
         batches = [paths[start:start + batch_size] for start in range(0, len(paths), batch_size)]
         ahead = PREFETCH_BATCHES
@@ -140,12 +161,12 @@ class Predictor:
             try:
                 for index, batch in enumerate(batches):
                     while len(pending) < ahead and index + len(pending) < len(batches):
-                        pending.append(self._submit(pool, batches[index + len(pending)], top_k))
+                        pending.append(self._submit(pool, batches[index + len(pending)], top_k, cam_outputs))
                     if control is not None:
                         control.check()
                     futures = pending.popleft()
-                    predicted = (self._classify(batch, [future.result() for future in futures], top_k) if self._on_gpu
-                                 else [prediction for future in futures for prediction in future.result()])
+                    predicted = (self._classify(batch, [future.result() for future in futures], top_k, cam_outputs)
+                                 if self._on_gpu else [item for future in futures for item in future.result()])
                     results += predicted
                     elapsed = time.perf_counter() - started
                     done = len(results)
@@ -158,15 +179,16 @@ class Predictor:
                         future.cancel()
         return results
 
-    def _submit(self, pool: ThreadPoolExecutor, batch: list[Path], top_k: int) -> list[Future]:
+    def _submit(self, pool: ThreadPoolExecutor, batch: list[Path], top_k: int,
+                cam_outputs: Sequence[str]) -> list[Future]:
         """GPU: one decode per image (the batch runs here later); CPU: runs that decode and classify."""
         if self._on_gpu:
             return [pool.submit(self._load, path) for path in batch]
-        return [pool.submit(self._decode_and_classify, batch[start:start + CPU_RUN_SIZE], top_k)
+        return [pool.submit(self._decode_and_classify, batch[start:start + CPU_RUN_SIZE], top_k, cam_outputs)
                 for start in range(0, len(batch), CPU_RUN_SIZE)]
 
-    def _decode_and_classify(self, paths: list[Path], top_k: int) -> list[Prediction]:
-        return self._classify(paths, [self._load(path) for path in paths], top_k)
+    def _decode_and_classify(self, paths: list[Path], top_k: int, cam_outputs: Sequence[str]) -> list[Prediction]:
+        return self._classify(paths, [self._load(path) for path in paths], top_k, cam_outputs)
 
     def _load(self, path: Path) -> np.ndarray | str:
         """The model input for ``path``, or the reason it cannot be read."""
@@ -177,29 +199,58 @@ class Predictor:
         except Exception as exc:  # noqa: BLE001 - one odd file must not stop a folder
             return f"{type(exc).__name__}: {exc}"
 
-    def _classify(self, paths: list[Path], loaded: list[np.ndarray | str], top_k: int) -> list[Prediction]:
-        """One onnxruntime run over the images that loaded; the others keep their reason."""
+    def _classify(self, paths: list[Path], loaded: list[np.ndarray | str], top_k: int,
+                  cam_outputs: Sequence[str]) -> list[Prediction]:
+        """One onnxruntime run over the images that loaded (with ``cam_outputs``: their heatmaps too); the others
+        keep their reason."""
         good = [i for i, item in enumerate(loaded) if isinstance(item, np.ndarray)]
         ranked: dict[int, tuple[tuple[str, float], ...]] = {}
+        heatmaps: dict[int, tuple[tuple[float, ...], ...]] = {}
         if good:
-            probabilities = self.probabilities(np.stack([loaded[i] for i in good]))
+            probabilities, *cam_inputs = self._run(np.stack([loaded[i] for i in good]), cam_outputs)
             order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
             labels = self.info.labels
             for row, i in enumerate(good):
                 ranked[i] = tuple((labels[c], float(probabilities[row, c])) for c in order[row])
-        return [Prediction(str(path), ranked[i], None) if i in ranked else Prediction(str(path), (), str(loaded[i]))
-                for i, path in enumerate(paths)]
+                if cam_inputs:
+                    feature_maps, weights = cam_inputs
+                    cam = class_activation_map(feature_maps[row], weights, int(order[row, 0]))
+                    heatmaps[i] = tuple(map(tuple, cam.tolist()))
+        threshold = self.unsure_threshold
+        return [Prediction(str(path), ranked[i], None, threshold is not None and ranked[i][0][1] < threshold,
+                           heatmaps.get(i))
+                if i in ranked else Prediction(str(path), (), str(loaded[i])) for i, path in enumerate(paths)]
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities (N x C) for a preprocessed float32 NCHW batch (on the CPU: on the calling thread)."""
-        output = self._session.run([self._output_name], {self._input_name: batch.astype(np.float32, copy=False)})[0]
+        return self._run(batch)[0]
+
+    def _run(self, batch: np.ndarray, extra: Sequence[str] = ()) -> list[np.ndarray]:
+        """The class probabilities, then the ``extra`` outputs, from one onnxruntime run."""
+        output, *others = self._session.run([self._output_name, *extra],
+                                            {self._input_name: batch.astype(np.float32, copy=False)})
         if output.ndim != 2 or output.shape[1] != len(self.info.labels):
             raise ModelLoadError(f"{self.info.path}: the model returned shape {list(output.shape)} for "
                                  f"{len(self.info.labels)} labels")
-        if self._softmax:
+        if self._softmax:  # a graph without our probabilities output: scale as ours would
+            output = output / self.info.temperature
             shifted = np.exp(output - output.max(axis=1, keepdims=True))
             output = shifted / shifted.sum(axis=1, keepdims=True)
-        return output
+        return [output, *others]
+
+    def _heatmap_outputs(self) -> tuple[str, str]:
+        """The outputs heatmaps are computed from; HeatmapsUnavailableError, naming the model, when it has none."""
+        try:
+            names = heatmap_outputs(self._document)
+        except HeatmapsUnavailableError as exc:
+            raise HeatmapsUnavailableError(f"{self.info.path}: {exc}") from exc
+        except MetadataError as exc:
+            raise ModelLoadError(f"{self.info.path}: {exc}") from exc
+        missing = set(names) - {output.name for output in self._session.get_outputs()}
+        if missing:
+            raise ModelLoadError(f"{self.info.path}: the metadata names heatmap outputs the graph lacks: "
+                                 f"{', '.join(sorted(missing))}")
+        return names
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[Prediction]]:

@@ -15,19 +15,21 @@ if TYPE_CHECKING:  # engine.predict loads onnxruntime, which writing text does n
 
 
 def predictions_csv(predictions: Sequence[Prediction], top_k: int) -> str:
-    """Header ``path,label,confidence,top2_label,top2_probability,...,topK_probability,error``, then one row per
-    prediction; a file that could not be read has its path and error, the other cells empty.
+    """Header ``path,label,confidence,unsure,top2_label,top2_probability,...,topK_probability,error``, then one row
+    per prediction (``unsure`` is true or false); a file that could not be read has its path and error, the other
+    cells empty.
 
     ``top_k`` sets the columns: pass at most the model's number of labels, or the last columns stay empty.
     """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "label", "confidence",
+    writer.writerow(["path", "label", "confidence", "unsure",
                      *(f"top{k}_{field}" for k in range(2, top_k + 1) for field in ("label", "probability")), "error"])
     for prediction in predictions:
         ranked = [cell for label, probability in prediction.top_k[:top_k] for cell in (label, f"{probability:.6f}")]
         ranked += [""] * (2 * top_k - len(ranked))
-        writer.writerow([prediction.path, *ranked, prediction.error or ""])
+        unsure = "" if prediction.error is not None else str(prediction.unsure).lower()
+        writer.writerow([prediction.path, *ranked[:2], unsure, *ranked[2:], prediction.error or ""])
     return buffer.getvalue()
 
 

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 from desktop import jobs
 from desktop.jobs import RunSnapshot
 from desktop.settings import AppSettings
+from desktop.widgets.calibration_view import CalibrationView
 from desktop.widgets.confusion_matrix import ConfusionMatrixView
 from desktop.widgets.image_table import ImageTable
 from desktop.workers import Job, JobRunner
@@ -145,6 +146,7 @@ class EvaluatePage(QWidget):
         self.mistakes_view.setObjectName("mistakesView")
         self.mistakes_view.setToolTip("Double-click to open the photo")
         self.mistakes_box = QGroupBox("Misclassified images, most confident first")
+        self.calibration_view = CalibrationView()
 
         header = QHBoxLayout()
         header.addWidget(self.run_label, 1)
@@ -158,9 +160,12 @@ class EvaluatePage(QWidget):
         top.addWidget(self._group("Metrics", self.metrics_table))
         top.addWidget(self._group("Confusion matrix (rows: true class, columns: predicted)", self.confusion_view))
         QVBoxLayout(self.mistakes_box).addWidget(self.mistakes_view)
+        bottom = QSplitter(Qt.Orientation.Horizontal)
+        bottom.addWidget(self.mistakes_box)
+        bottom.addWidget(self._group("Can its confidence be trusted?", self.calibration_view))
         body = QSplitter(Qt.Orientation.Vertical)
         body.addWidget(top)
-        body.addWidget(self.mistakes_box)
+        body.addWidget(bottom)
         body.setSizes([320, 260])
         layout = QVBoxLayout(self)
         layout.addLayout(header)
@@ -225,6 +230,7 @@ class EvaluatePage(QWidget):
                 self.split_combo.addItem(name, key)
         self.split_combo.blockSignals(False)
         self._show_split()
+        self.calibration_view.show_calibration((snapshot.evaluation or {}).get("calibration"))
         self._update_buttons()
 
     def _show_split(self) -> None:

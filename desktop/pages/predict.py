@@ -53,6 +53,7 @@ class PredictPage(QWidget):
         self._rows_shown: dict[Job, int] = {}  # per prediction job: results already shown from its batches
         self._thumbnail_jobs: set[Job] = set()
         self._saves: dict[Job, tuple[Path, int]] = {}  # save job -> its file and number of results
+        self._sorts: dict[Job, Path] = {}  # copy-into-class-folders job -> its folder
         self._waiting: list[Path] = []  # dropped while the model was still loading
 
         self.model_edit = QLineEdit(objectName="modelPathEdit")
@@ -92,6 +93,10 @@ class PredictPage(QWidget):
         self.save_button.clicked.connect(self.on_save_clicked)
         self.clear_button = QPushButton("Clear", objectName="clearResultsButton")
         self.clear_button.clicked.connect(self.on_clear_clicked)
+        self.sort_button = QPushButton("Copy into class folders…", objectName="sortIntoFoldersButton")
+        self.sort_button.setToolTip("Copy each photo into a folder named after its class (unsure ones into "
+                                    "_unsure/); the originals stay where they are and nothing is overwritten")
+        self.sort_button.clicked.connect(self.on_sort_clicked)
 
         model_row = QHBoxLayout()
         model_row.addWidget(QLabel("Model:"))
@@ -100,6 +105,7 @@ class PredictPage(QWidget):
         bottom = QHBoxLayout()
         bottom.addWidget(self.status, 1)
         bottom.addWidget(self.clear_button)
+        bottom.addWidget(self.sort_button)
         bottom.addWidget(self.save_button)
         layout = QVBoxLayout(self)
         layout.addLayout(model_row)
@@ -166,6 +172,13 @@ class PredictPage(QWidget):
         self._saves[job] = (path, len(self.results))
         self.status.setText(f"Saving {len(self.results)} result(s) to {path}…")
 
+    def sort_into_folders(self, folder: Path) -> None:
+        """Copy the results so far into class folders under ``folder``, on the file runner."""
+        folder = Path(folder)
+        job = self.file_runner.submit(jobs.sort_into_folders(tuple(self.results), folder))
+        self._sorts[job] = folder
+        self.status.setText(f"Copying {len(self.results)} photo(s) into class folders in {folder}…")
+
     def _add_results(self, predictions: Sequence[Any]) -> None:
         # A pixmap (not an icon) keeps its own size instead of the table's thumbnail size.
         error_icon = self.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning).pixmap(16, 16)
@@ -176,19 +189,26 @@ class PredictPage(QWidget):
                 cell.setData(error_icon, Qt.ItemDataRole.DecorationRole)
             else:
                 cell.setData([(str(label), float(p)) for label, p in prediction.top_k], TOP_K_ROLE)
-                cell.setText(f"{prediction.label} ({prediction.confidence:.1%})")
+                unsure = " · unsure" if prediction.unsure else ""  # below the model's calibrated threshold
+                cell.setText(f"{prediction.label} ({prediction.confidence:.1%}){unsure}")
+                if prediction.unsure:
+                    cell.setToolTip("Unsure: below the confidence from which this model reached its target "
+                                    "accuracy on its validation photos; check this one yourself")
             self.predictions_view.add_row(str(prediction.path), [Path(prediction.path).name, cell])
         self.results.extend(predictions)
         paths = [str(p.path) for p in predictions if not p.error]  # thumbnails follow in a job per batch
         if paths:
             self._thumbnail_jobs.add(self.file_runner.submit(jobs.thumbnails(paths)))
-        errors = sum(1 for p in predictions if p.error)
-        self.status.setText(f"{len(self.results)} result(s)" + (f", {errors} could not be read" if errors else ""))
+        errors = sum(1 for p in self.results if p.error)
+        unsure = sum(1 for p in self.results if p.unsure)
+        self.status.setText(f"{len(self.results)} result(s)" + (f", {unsure} unsure" if unsure else "")
+                            + (f", {errors} could not be read" if errors else ""))
         self._update_buttons()
 
     def _update_buttons(self) -> None:
         self.save_button.setEnabled(bool(self.results))
         self.clear_button.setEnabled(bool(self.results))
+        self.sort_button.setEnabled(bool(self.results))
 
     # --- slots -------------------------------------------------------------------------------------
     @Slot(list)
@@ -225,6 +245,14 @@ class PredictPage(QWidget):
         if path:
             self.settings.remember_folder("results", Path(path))
             self.save_results(Path(path))
+
+    @Slot()
+    def on_sort_clicked(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Copy into class folders in…",
+                                                  self.settings.last_folder("sorted"))
+        if folder:
+            self.settings.remember_folder("sorted", Path(folder))
+            self.sort_into_folders(Path(folder))
 
     @Slot()
     def on_cancel_clicked(self) -> None:
@@ -272,17 +300,25 @@ class PredictPage(QWidget):
         elif job in self._saves:
             path, count = self._saves[job]
             self.status.setText(f"Saved {count} result(s) to {path}")
+        elif job in self._sorts:
+            failed = f", {len(result.failed)} not copied (listed in it)" if result.failed else ""
+            self.status.setText(f"Copied {result.copied} photo(s) into class folders in {result.folder} "
+                                f"({result.unsure} unsure, in _unsure/){failed}; manifest: "
+                                f"{Path(result.manifest).name}")
 
     @Slot(object, str, str)
     def on_file_job_failed(self, job: Job, message: str, _details: str) -> None:
         if job in self._saves:
             path, _count = self._saves[job]
             self.status.setText(f"Could not save the results to {path}: {message}")
+        elif job in self._sorts:
+            self.status.setText(f"Could not copy into {self._sorts[job]}: {message}")
 
     @Slot(object)
     def on_file_job_finished(self, job: Job) -> None:
         self._thumbnail_jobs.discard(job)
         self._saves.pop(job, None)
+        self._sorts.pop(job, None)
 
     @Slot(object, str, str)
     def on_failed(self, job: Job, message: str, _details: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -32,12 +32,44 @@ class TransferModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(x))
 
+    def feature_map_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last convolutional feature map (the global pool's input) and the logits, in one pass.
+
+        Raises ValueError for a backbone without an exact class activation map (``split_at_global_pool``).
+        """
+        split = split_at_global_pool(self.stages[-1])
+        if split is None:
+            raise ValueError(NO_EXACT_CAM)
+        before_pool, pool = split
+        feature_map = before_pool(run_stages(self, range(len(self.stages) - 1), x))
+        return feature_map, self.head(pool(feature_map))
+
 
 def run_stages(model: TransferModel, stages: range, x: torch.Tensor) -> torch.Tensor:
     """``x`` through ``stages`` in order: the frozen bottom, the trainable top, or all of them (``embed``)."""
     for index in stages:
         x = model.stages[index](x)
     return x
+
+
+NO_EXACT_CAM = ("the backbone transforms the pooled features before the linear head (MobileNetV3's projection, "
+                "ConvNeXt's LayerNorm, VGG's fully connected layers), so a class activation map would not be exact")
+Stage = Callable[[torch.Tensor], torch.Tensor]
+
+
+def split_at_global_pool(stage: nn.Module) -> tuple[Stage, Stage] | None:
+    """The last stage as (everything before its global average pool, the pool and flatten), or None.
+
+    Only where nothing but a flatten follows the pool: then the head's linear layer, applied at every position of
+    the pool's input, averages to the logits minus the bias, which makes the class activation map exact. That holds
+    for EfficientNet-Lite, ResNet and EfficientNet-B0, not for the backbones NO_EXACT_CAM names.
+    """
+    if isinstance(stage, efficientnet_lite.Head):
+        return stage.feature_map, stage.pool
+    if (isinstance(stage, nn.Sequential) and len(stage) >= 2 and isinstance(stage[-1], nn.Flatten)
+            and isinstance(stage[-2], nn.AdaptiveAvgPool2d) and stage[-2].output_size in (1, (1, 1))):
+        return nn.Sequential(*stage[:-2]), nn.Sequential(stage[-2], stage[-1])
+    return None
 
 
 def create_model(

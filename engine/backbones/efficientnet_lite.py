@@ -113,7 +113,15 @@ class Head(nn.Module):
         self._bn1 = _bn(FEATURE_DIM)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu6(self._bn1(self._conv_head(x))).mean(dim=(2, 3))
+        return self.pool(self.feature_map(x))
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The last convolutional feature map (N x 1280 x h x w), which class activation maps are built on."""
+        return F.relu6(self._bn1(self._conv_head(x)))
+
+    @staticmethod
+    def pool(feature_map: torch.Tensor) -> torch.Tensor:
+        return feature_map.mean(dim=(2, 3))
 
 
 def round_filters(channels: int, width: float) -> int:

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from engine.atomic import free_name
 from engine.dataset.dataset_folder import STATE_FOLDER, DatasetPathError, dataset_root, relative_photo_path
 from engine.dataset.exclusions import ExcludedPhoto, Exclusions, ExclusionsError, read_exclusions, write_exclusions
 from engine.dataset.scan import SPLIT_FOLDER_NAMES, class_folder_of
@@ -133,7 +134,7 @@ def move_to_class(data_dir: Path | str, path: Path | str, new_class: str) -> Mov
         if target.parent == root and not target.exists() and new_class.lower() in SPLIT_FOLDER_NAMES:
             raise MoveError(f"{new_class!r}: a folder of that name would make the dataset look pre-split "
                             "(train/, val/, test/); choose another class name")
-        destination = _free_name(target, source.name)
+        destination = free_name(target, source.name)
         return _move(root, relative, destination.relative_to(root).as_posix())
 
 
@@ -215,7 +216,7 @@ def _reverse(root: Path, record: JournalRecord) -> JournalRecord:
         if not os.path.lexists(moved):
             raise MoveError(f"{moved}: not found, so its move from {record.source} cannot be reversed (it was moved "
                             "or deleted outside Transfer Studio)")
-        back = _free_name((root / record.source).parent, PurePosixPath(record.source).name)
+        back = free_name((root / record.source).parent, PurePosixPath(record.source).name)
         return _move(root, record.destination, back.relative_to(root).as_posix(), record.id, record.folders_created)
     if record.op == "include":
         return _change_exclusions(root, "exclude", record.photos, record.id)[0]
@@ -440,15 +441,6 @@ def _append(path: Path, line: dict[str, Any]) -> None:
                            f"{path.parent} and try again (an interrupted change is settled then)") from exc
     if created:
         _fsync_folders(path.parent)
-
-
-def _free_name(folder: Path, name: str) -> Path:
-    """``folder/name``, or ``folder/stem (2).ext`` (3, 4, ...) where that is taken."""
-    candidate, number = folder / name, 2
-    stem, suffix = Path(name).stem, Path(name).suffix
-    while os.path.lexists(candidate):
-        candidate, number = folder / f"{stem} ({number}){suffix}", number + 1
-    return candidate
 
 
 def _missing_folders(root: Path, folder: Path) -> tuple[str, ...]:

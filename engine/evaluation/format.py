@@ -66,6 +66,34 @@ def format_verdict(split: dict[str, Any], name: str) -> str:
     return "\n".join(lines)
 
 
+def format_calibration(document: dict[str, Any]) -> str:
+    """The temperature, the calibration error it leaves, the unsure threshold and how it held on test; "" for
+    documents written before calibration existed."""
+    block = document.get("calibration")
+    if block is None:
+        return ""
+    target, threshold = block["target_accuracy"], block["unsure_threshold"]
+    lines = [f"Temperature {block['temperature']:.3f} (fitted on validation): expected calibration error "
+             f"{block['ece_before']:.3f} before, {block['ece_after']:.3f} after."]
+    if threshold is None:
+        lines.append(f"No confidence threshold reaches {target:.0%} accuracy on validation: no prediction will be "
+                     f"marked unsure.")
+    else:
+        confidences = [p["confidence"] for p in document["validation"]["predictions"]]
+        answered = sum(c >= threshold for c in confidences)
+        lines.append(f"Unsure below confidence {threshold:.3f}: on validation the {answered} of {len(confidences)} "
+                     f"photos at or above it reach {target:.0%} accuracy.")
+    if test := block.get("test"):
+        accuracy = test["answered_accuracy"]
+        held = ("none is answered" if accuracy is None else
+                f"{accuracy:.1%} of them are right (+/- {2 * test['standard_error']:.1%}; target {target:.0%}"
+                f"{'' if test['meets_target'] else ', missed'})")
+        lines.append(f"On test: expected calibration error {test['ece_before']:.3f} before, {test['ece_after']:.3f} "
+                     f"after; {test['answered']} of {test['count']} photos answered ({test['coverage']:.0%}), "
+                     f"{held}.")
+    return "\n".join(lines)
+
+
 def _number(value: float) -> str:
     return f"{value:.4f}"
 

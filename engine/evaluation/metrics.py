@@ -5,7 +5,8 @@ The document written to ``evaluation.json`` is::
     {
       "labels": ["cat", "dog", ...],           # class names, index = class id
       "validation": <split>,
-      "test": <split>                          # omitted when there is no test split
+      "test": <split>,                         # omitted when there is no test split
+      "calibration": {...}                     # temperature, ECE, unsure threshold: see engine.evaluation.calibration
     }
 
 and each ``<split>`` is::
@@ -35,14 +36,17 @@ and each ``<split>`` is::
       }
     }
 
-``predicted`` is the argmax (the first label on ties) and ``confidence`` its probability. Undefined ratios
+``predicted`` is the argmax (the first label on ties) and ``confidence`` its probability (after temperature
+scaling, when the document has a calibration: what the exported model will say). Undefined ratios
 are 0 rather than NaN: precision of a label never predicted, recall of a label with no support, and F1 when
 precision + recall is 0. Top-k ranks ties the same way as the argmax, so ``top_k_accuracy["1"]`` always
 equals ``accuracy``.
 
-``baseline`` and ``verdict`` are absent from documents written before they existed; front ends then show
-neither. The verdict compares the split's own numbers with what guessing would score on a sample this size,
-where the noise of a score ``p`` on ``n`` images is two binomial standard errors, ``2 * sqrt(p (1 - p) / n)``:
+``baseline``, ``verdict`` and ``calibration`` are absent from documents written before they existed; front ends
+then show none of them.
+
+The verdict compares the split's own numbers with what guessing would score on a sample this size, where the
+noise of a score ``p`` on ``n`` images is two binomial standard errors, ``2 * sqrt(p (1 - p) / n)``:
 
 - accuracy *clearly beats the majority* when it exceeds ``majority_accuracy`` plus its noise on ``count``;
 - balanced accuracy *clearly beats chance* when it exceeds ``c = chance_balanced_accuracy`` plus the noise of
@@ -127,12 +131,14 @@ def evaluate_predictions(
 
 
 def evaluation_document(
-    labels: Sequence[str], validation: dict[str, Any], test: dict[str, Any] | None, *, train_counts: Sequence[int]
+    labels: Sequence[str], validation: dict[str, Any], test: dict[str, Any] | None, *, train_counts: Sequence[int],
+    calibration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The top-level evaluation document, each split with its baseline and verdict.
 
     ``train_counts`` (training images per label, in label order) name the majority answer: a model must beat
-    what it would have learnt from the label frequencies alone. ``test`` is left out, not null, when missing.
+    what it would have learnt from the label frequencies alone. ``test`` and ``calibration`` are left out, not
+    null, when missing.
     """
     labels = [str(label) for label in labels]
     if len(train_counts) != len(labels) or sum(train_counts) <= 0:
@@ -143,6 +149,8 @@ def evaluation_document(
             baseline = _baseline(split, labels, train_counts)
             verdict = _verdict(name, split, baseline, labels, train_counts)
             document[name] = {**split, "baseline": baseline, "verdict": verdict}
+    if calibration is not None:
+        document["calibration"] = calibration
     return document
 
 
@@ -227,6 +235,10 @@ def check_evaluation_document(document: object, labels: Sequence[str] | None = N
             problem = _split_problem(document[key], names)
             if problem:
                 raise ValueError(f"{key}: {problem}")
+    if "calibration" in document:
+        problem = _calibration_problem(document["calibration"])
+        if problem:
+            raise ValueError(f"calibration: {problem}")
     return document
 
 
@@ -281,6 +293,37 @@ def _verdict_problem(split: dict[str, Any], labels: list[str]) -> str | None:
             if not valid(split[block].get(field)):
                 return f"{block}.{field} must be {what}"
     return None
+
+
+def _calibration_problem(block: object) -> str | None:
+    """The fields the CLI, the export and the predictor read; ``test`` is optional (runs without a test split)."""
+    if not isinstance(block, dict):
+        return "not an object"
+    if not _is_number(block.get("temperature")) or block["temperature"] <= 0:
+        return "temperature must be a positive number"
+    for name in ("ece_before", "ece_after", "target_accuracy"):
+        if not _is_number(block.get(name)):
+            return f"{name} is not a number"
+    threshold = block.get("unsure_threshold", "missing")
+    if threshold is not None and not (_is_number(threshold) and 0 <= threshold <= 1):
+        return "unsure_threshold must be a number from 0 to 1, or null"
+    for name in ("reliability", "coverage_curve"):
+        if not _is_list_of(block.get(name), dict):
+            return f"{name} must be a list of objects"
+    if "test" in block and not _is_calibration_test(block["test"]):
+        return ("test must hold count, answered, coverage, ece_before and ece_after (numbers), answered_accuracy "
+                "and standard_error (numbers or null) and meets_target (true, false or null)")
+    return None
+
+
+def _is_calibration_test(test: object) -> bool:
+    if not isinstance(test, dict):
+        return False
+    numbers = all(_is_number(test.get(k)) for k in ("count", "answered", "coverage", "ece_before", "ece_after"))
+    nullable = all(k in test and (test[k] is None or _is_number(test[k]))
+                   for k in ("answered_accuracy", "standard_error"))
+    verdict = "meets_target" in test and (test["meets_target"] is None or isinstance(test["meets_target"], bool))
+    return numbers and nullable and verdict
 
 
 def _is_number(value: object) -> bool:

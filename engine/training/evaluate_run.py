@@ -17,17 +17,18 @@ from engine.dataset.report import ImageItem
 from engine.dataset.scan import scan_dataset
 from engine.dataset.split import keep_recorded_split
 from engine.dataset.validate import DatasetError
-from engine.evaluation.metrics import evaluate_predictions, evaluation_document
+from engine.evaluation.calibration import recorded_calibration
+from engine.evaluation.from_logits import SplitLogits, evaluate_logits
 from engine.events import EventSink, ignore_event
 from engine.images import normalize_crop
 from engine.training import run_folder as rf
 from engine.training.device import resolve_device
 
 
-def predict_items(model: TransferModel, items: tuple[ImageItem, ...] | list[ImageItem], cache: DecodedImageCache,
-                  device: str = "cpu", *, on_event: EventSink = ignore_event,
-                  control: RunControl | None = None) -> np.ndarray:
-    """Softmax probabilities (N x C) with the evaluation transform; the model, head included, runs on ``device``."""
+def predict_logits(model: TransferModel, items: tuple[ImageItem, ...] | list[ImageItem], cache: DecodedImageCache,
+                   device: str = "cpu", *, on_event: EventSink = ignore_event,
+                   control: RunControl | None = None) -> np.ndarray:
+    """Logits (N x C) with the evaluation transform; the model, head included, runs on ``device``."""
     setup = resolve_device(device)
     preprocessing = cache.preprocessing
 
@@ -36,15 +37,17 @@ def predict_items(model: TransferModel, items: tuple[ImageItem, ...] | list[Imag
 
     logits = forward_in_batches(model, range(len(model.stages)), len(items), load, setup, 16, head=True,
                                 phase="evaluating", on_event=on_event, control=control)
-    return torch.softmax(logits, dim=1).numpy()
+    return logits.numpy()
 
 
 def evaluate_run(run_dir: Path | str, data_dir: Path | str | None = None, *, device: str = "cpu",
                  on_event: EventSink = ignore_event, control: RunControl | None = None) -> dict[str, Any]:
     """Re-evaluate a run. Without ``data_dir``: its own validation (and test) split as the run recorded it (photos
-    added since are left out, with a warning), saved to evaluation.json.
+    added since are left out, with a warning), the temperature fitted again on that validation split, saved to
+    evaluation.json.
 
-    With ``data_dir``: every usable image of that folder (which must have the same classes), not saved.
+    With ``data_dir``: every usable image of that folder (which must have the same classes), scaled by the
+    temperature the run recorded (1 without one), not saved.
     """
     setup = resolve_device(device)
     model, info = load_trained_model(run_dir, setup.device)
@@ -56,6 +59,7 @@ def evaluate_run(run_dir: Path | str, data_dir: Path | str | None = None, *, dev
     if report.classes != info.labels:
         raise DatasetError(f"{source}: classes {', '.join(report.classes)} differ from the run's "
                            f"{', '.join(info.labels)}; evaluate on a folder with the same class folders")
+    temperature = None
     if data_dir is None:
         report = keep_recorded_split(rf.read_scan_report(info), report, on_event)
         splits = {"validation": report.split_items("val"), "test": report.split_items("test")}
@@ -63,14 +67,15 @@ def evaluate_run(run_dir: Path | str, data_dir: Path | str | None = None, *, dev
     else:
         splits = {"validation": report.items}
         train_counts = _run_train_counts(info)
+        recorded = recorded_calibration(Path(run_dir) / rf.EVALUATION_FILE)
+        temperature = recorded["temperature"] if recorded else 1.0
     results = {}
     for name, items in splits.items():
         if items:
-            probabilities = predict_items(model, items, cache, setup.device, on_event=on_event, control=control)
-            results[name] = evaluate_predictions(info.labels, [i.label for i in items], probabilities,
-                                                 [i.path for i in items])
-    document = evaluation_document(list(info.labels), results["validation"], results.get("test"),
-                                   train_counts=[train_counts[label] for label in info.labels])
+            logits = predict_logits(model, items, cache, setup.device, on_event=on_event, control=control)
+            results[name] = SplitLogits(tuple(i.label for i in items), logits, tuple(i.path for i in items))
+    document = evaluate_logits(list(info.labels), results["validation"], results.get("test"),
+                               train_counts=[train_counts[label] for label in info.labels], temperature=temperature)
     if data_dir is None:
         write_json_atomic(Path(run_dir) / rf.EVALUATION_FILE, document)
     return document

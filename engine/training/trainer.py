@@ -17,7 +17,7 @@ from engine.control import Cancelled, RunControl
 from engine.dataset.report import ImageItem, ScanReport
 from engine.dataset.split import keep_recorded_split
 from engine.errors import BadInputError
-from engine.evaluation.metrics import evaluate_predictions, evaluation_document
+from engine.evaluation.from_logits import SplitLogits, evaluate_logits
 from engine.events import EpochStarted, EventSink, Info, RunFailed, RunFinished, RunStarted, WarningEvent, ignore_event
 from engine.images import ImageLoadError
 from engine.time_format import utc_now_iso
@@ -241,19 +241,18 @@ class _Session:
         return tuple(kept)
 
     def _final_evaluation(self) -> dict[str, Any]:
-        """Restore the best weights and evaluate validation (and test, once) into evaluation.json."""
+        """Restore the best weights and evaluate validation (and test, once) into evaluation.json, with the
+        temperature fitted on validation."""
         assert self.plan is not None
         best = load_checkpoint(self.run_dir / rf.BEST_FILE, self.setup.device)
         self.model.load_state_dict(best["model"])
         first = self.plan.first_trainable
-        splits: dict[str, Any] = {}
+        splits: dict[str, SplitLogits] = {}
         for name, items in (("validation", self.val_items), ("test", self.test_items)):
-            if not items:
-                continue
-            probabilities = self.prepared.frozen.logits(items, first, f"evaluating ({name})").softmax(1)
-            splits[name] = evaluate_predictions(self.labels, [i.label for i in items], probabilities.numpy(),
-                                                [i.path for i in items])
-        document = evaluation_document(self.labels, splits["validation"], splits.get("test"),
-                                       train_counts=[self.prepared.report.counts["train"][c] for c in self.labels])
+            if items:
+                logits = self.prepared.frozen.logits(items, first, f"evaluating ({name})").numpy()
+                splits[name] = SplitLogits(tuple(i.label for i in items), logits, tuple(i.path for i in items))
+        document = evaluate_logits(self.labels, splits["validation"], splits.get("test"),
+                                   train_counts=[self.prepared.report.counts["train"][c] for c in self.labels])
         write_json_atomic(self.run_dir / rf.EVALUATION_FILE, document)
         return document

@@ -14,7 +14,9 @@ from PySide6.QtWidgets import QComboBox, QLabel, QPushButton
 from desktop import jobs
 from desktop.jobs import RunSnapshot
 from desktop.main_window import MainWindow
+from desktop.widgets.calibration_view import CalibrationView
 from desktop.workers import Job
+from engine.evaluation.calibration import calibrate
 from engine.evaluation.metrics import evaluate_predictions, evaluation_document, mistakes
 from engine.events import Progress
 from engine.training import run_folder as rf
@@ -204,3 +206,32 @@ def test_an_int8_failure_still_offers_the_float_model_and_says_why(window: MainW
     assert exported.args == [Path(written.path)]
     status = page.export_status.text()
     assert "Saved" in status and "int8 model failed its parity check" in status
+
+
+def test_calibration_plots_and_sentence_follow_the_runs_calibration(window: MainWindow, find, make_run_info,
+                                                                    tmp_path: Path) -> None:
+    """Over-confident logits (3x too large): the view shows the fitted temperature, the reliability bins and the
+    unsure threshold; a run from before calibration says it has none."""
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 2, 400)
+    margin = rng.normal(1.0, 1.0, 400)  # P(right) = sigmoid(margin) when calibrated
+    right = rng.random(400) < 1 / (1 + np.exp(-margin))
+    logits = np.zeros((400, 2))
+    logits[np.arange(400), np.where(right, truth, 1 - truth)] = 3 * np.abs(margin)
+    evaluation = _evaluation(right=18)
+    evaluation["calibration"] = calibrate(logits, truth)
+    page = window.evaluate_page
+    page.show_snapshot(RunSnapshot(make_run_info(tmp_path), [], evaluation, None))
+    view = find("calibrationView", CalibrationView)
+    text = find("calibrationSummaryLabel", QLabel).text()
+    assert f"T = {evaluation['calibration']['temperature']:.2f}" in text and "marked unsure" in text, text
+    assert evaluation["calibration"]["temperature"] > 1.5  # the logits were over-confident
+    xs, ys = view.reliability.curves["model"].getData()
+    used = [b for b in evaluation["calibration"]["reliability"] if b["count"]]
+    assert list(xs) == [b["confidence"] for b in used] and list(ys) == [b["accuracy"] for b in used]
+    assert view.threshold_line.isVisible()
+    assert view.threshold_line.value() == pytest.approx(evaluation["calibration"]["unsure_threshold"])
+
+    page.show_snapshot(RunSnapshot(make_run_info(tmp_path), [], _evaluation(right=18), None))
+    assert "no calibration" in find("calibrationSummaryLabel", QLabel).text()
+    assert len(view.reliability.curves["model"].getData()[0] or []) == 0 and not view.threshold_line.isVisible()

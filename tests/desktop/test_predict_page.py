@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFileDialog
 
 from desktop.pages.predict import PredictPage
 from desktop.predictor_app import PredictorWindow
@@ -96,3 +98,21 @@ def test_saving_where_no_file_can_be_written_says_so(page: PredictPage, qtbot, p
     assert str(not_a_folder / "predictions.csv") in page.status.text()
     assert len(page.results) == 5 and page.save_button.isEnabled()
     assert list(not_a_folder.parent.iterdir()) == [not_a_folder]  # nothing half-written beside it
+
+
+def test_copy_into_class_folders_from_the_button(page: PredictPage, qtbot, photos: list[Path], tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The photos are copied by class, an unsure one into _unsure/, the originals stay, and the page says so."""
+    _classified(page, qtbot, photos)
+    page.results[1] = replace(page.results[1], unsure=True)
+    out = tmp_path / "sorted"
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *_args, **_kwargs: str(out))
+    assert page.sort_button.isEnabled()
+    qtbot.mouseClick(page.sort_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.status.text().startswith(("Copied", "Could not")), timeout=30_000)
+    assert page.status.text() == (f"Copied 5 photo(s) into class folders in {out} (1 unsure, in _unsure/); "
+                                  "manifest: sort-manifest.json")
+    assert sorted(p.name for p in (out / "cat").iterdir()) == ["0.png", "2.png", "3.png", "4.png"]
+    assert [p.name for p in (out / "_unsure").iterdir()] == ["1.png"]
+    assert all(photo.is_file() for photo in photos)
+    assert (out / "cat" / "0.png").read_bytes() == photos[0].read_bytes()

@@ -163,4 +163,5 @@ def test_a_test_folder_is_evaluated_end_to_end(tmp_path: Path, make_image, capsy
     assert len(evaluation["test"]["predictions"]) == 8 and len(evaluation["validation"]["predictions"]) == 6
     assert main(["evaluate", str(run)]) == 0
     out = capsys.readouterr().out
-    assert out.index("== validation ==") < out.index("== test ==")
+    assert out.index("== validation ==") < out.index("== test ==") < out.index("== calibration ==")
+    assert "On test: expected calibration error" in out and "8 photos answered" in out

@@ -89,7 +89,38 @@ def test_predict_agrees_with_evaluation_json(cli_model: Path, validation: list[d
     for row, expected in zip(rows, validation, strict=True):
         assert row["error"] is None
         assert row["label"] == expected["predicted"]
-        assert row["confidence"] == pytest.approx(expected["confidence"], abs=1e-3)
+        assert row["confidence"] == pytest.approx(expected["confidence"], abs=1e-3)  # both temperature-scaled
+
+
+def test_predict_marks_unsure_below_the_runs_threshold_unless_told_otherwise(
+        cli_model: Path, run_dir: Path, validation: list[dict], capsys) -> None:  # noqa: ANN001
+    threshold = json.loads((run_dir / "evaluation.json").read_text(encoding="utf-8"))["calibration"]["unsure_threshold"]
+    paths = [p["path"] for p in validation]
+    assert main(["predict", str(cli_model), *paths, "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["unsure"] for row in rows] == [row["confidence"] < threshold for row in rows]
+    assert any(row["unsure"] for row in rows), "the shared run's validation mistake is below its threshold"
+    assert main(["predict", str(cli_model), *paths, "--format", "json", "--min-confidence", "0"]) == 0
+    assert not any(row["unsure"] for row in json.loads(capsys.readouterr().out))
+    assert main(["predict", str(cli_model), paths[0], "--min-confidence", "1.5"]) == 2
+    assert "--min-confidence" in capsys.readouterr().err
+
+
+def test_predict_sort_into_copies_by_class_and_unsure_aside(cli_model: Path, validation: list[dict], tmp_path: Path,
+                                                            capsys) -> None:
+    paths = [p["path"] for p in validation]
+    out = tmp_path / "sorted"
+    assert main(["predict", str(cli_model), *paths, "--format", "json", "--sort-into", str(out)]) == 0
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)
+    unsure = sum(row["unsure"] for row in rows)
+    assert f"{len(rows)} photos copied into class folders in {out} ({unsure} unsure)" in captured.err
+    for row in rows:
+        folder = out / ("_unsure" if row["unsure"] else row["label"])
+        assert (folder / Path(row["path"]).name).read_bytes() == Path(row["path"]).read_bytes()
+    manifest = json.loads((out / "sort-manifest.json").read_text(encoding="utf-8"))
+    assert [photo["source"] for photo in manifest["photos"]] == paths and all(Path(p).is_file() for p in paths)
+    assert main(["predict", str(cli_model), paths[0], "--sort-into", str(out / "sort-manifest.json")]) == 2
 
 
 def test_json_schema_with_an_error_row(cli_model: Path, validation: list[dict], tmp_path: Path, capsys) -> None:
@@ -98,7 +129,7 @@ def test_json_schema_with_an_error_row(cli_model: Path, validation: list[dict], 
     assert main(["predict", str(cli_model), validation[0]["path"], str(broken), "--format", "json",
                  "--top-k", "2"]) == 0
     good, bad = json.loads(capsys.readouterr().out)
-    assert set(good) == set(bad) == {"path", "label", "confidence", "top_k", "error"}
+    assert set(good) == set(bad) == {"path", "label", "confidence", "unsure", "top_k", "error"}
     assert [set(entry) for entry in good["top_k"]] == [{"label", "probability"}] * 2
     assert good["top_k"][0] == {"label": good["label"], "probability": good["confidence"]}
     assert bad["error"] and bad["label"] is None and bad["confidence"] is None and bad["top_k"] == []
@@ -111,7 +142,7 @@ def test_csv_header_and_rows(cli_model: Path, validation: list[dict], tmp_path: 
                  "--output", str(out)]) == 0
     assert "results.csv" in capsys.readouterr().err
     rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8"))))
-    assert rows[0] == ["path", "label", "confidence", "top2_label", "top2_probability", "top3_label",
+    assert rows[0] == ["path", "label", "confidence", "unsure", "top2_label", "top2_probability", "top3_label",
                        "top3_probability", "error"]
     assert [row[0] for row in rows[1:4]] == paths and all(row[-1] == "" for row in rows[1:4])
     assert rows[4][0].endswith("gone.jpg") and rows[4][1] == "" and rows[4][-1] == "file not found"

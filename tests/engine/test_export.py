@@ -10,8 +10,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 
 from engine import __version__
+from engine.evaluation.calibration import softmax
 from engine.export import (
     MODEL_FILE,
     PARITY_FILE,
@@ -19,9 +21,10 @@ from engine.export import (
     ExportResult,
     append_metadata,
     export_onnx,
+    export_proto,
     parity_images,
 )
-from engine.onnx_metadata import METADATA_KEY, parse_metadata
+from engine.onnx_metadata import CALIBRATION_FIELDS, METADATA_KEY, parse_metadata
 from engine.preprocessing import Preprocessing
 from engine.training import run_folder as rf
 
@@ -50,14 +53,15 @@ def test_export_writes_a_checked_model_with_a_symbolic_batch(exported: ExportRes
     batch = model.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch.dim_param and not batch.dim_value
     assert [i.name for i in model.graph.input] == ["image"]
-    assert [o.name for o in model.graph.output] == ["logits", "probabilities"]
+    assert [o.name for o in model.graph.output] == ["logits", "probabilities", "feature_map", "cam_weights"]
 
     session = _session(exported.path)
     labels = rf.read_run(run_dir).labels
     for size in (1, 5):
-        logits, probabilities = session.run(None, {"image": np.random.default_rng(size).standard_normal(
-            (size, 3, 224, 224), dtype=np.float32)})
+        logits, probabilities, feature_map, cam_weights = session.run(None, {
+            "image": np.random.default_rng(size).standard_normal((size, 3, 224, 224), dtype=np.float32)})
         assert logits.shape == probabilities.shape == (size, len(labels))
+        assert feature_map.shape == (size, 1280, 7, 7) and cam_weights.shape == (len(labels), 1280)
         np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)  # the softmax is in the graph
 
 
@@ -75,6 +79,59 @@ def test_metadata_round_trips(exported: ExportResult, run_dir: Path) -> None:
     assert metadata.training["dataset_size"]["val"] == sum(run.dataset_counts["val"].values())
     assert metadata.document["format"] == 1
     assert metadata.document["input"]["shape"] == ["batch", 3, 224, 224]
+
+
+def test_probabilities_are_the_calibrated_softmax_of_the_logits(exported: ExportResult, run_dir: Path) -> None:
+    """The graph divides the logits by the temperature evaluation.json records; the metadata carries it."""
+    calibration = json.loads((run_dir / rf.EVALUATION_FILE).read_text())["calibration"]
+    temperature = calibration["temperature"]
+    assert temperature != pytest.approx(1.0, abs=0.05), "the shared run has a validation mistake to fit on"
+    image = np.random.default_rng(7).standard_normal((6, 3, 224, 224), dtype=np.float32)
+    logits, probabilities = _session(exported.path).run(["logits", "probabilities"], {"image": image})
+    np.testing.assert_allclose(probabilities, softmax(logits, temperature), atol=1e-5)
+    assert not np.allclose(probabilities, softmax(logits), atol=1e-3)
+    for path in (exported.path, exported.quantized_path):
+        metadata = parse_metadata({p.key: p.value for p in onnx.load(path).metadata_props})
+        assert metadata.document["calibration"] == {name: calibration[name] for name in CALIBRATION_FIELDS}
+        assert metadata.temperature == temperature
+        assert metadata.unsure_threshold == calibration["unsure_threshold"]
+
+
+def test_export_proto_scales_only_the_probabilities() -> None:
+    class Colours(torch.nn.Module):  # logits: each channel's mean, doubled
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            return 2 * image.mean(dim=(2, 3))
+
+    image = np.random.default_rng(8).standard_normal((3, 3, 8, 8), dtype=np.float32)
+    expected = 2 * image.mean(axis=(2, 3))
+    for temperature in (1.0, 2.5):
+        session = ort.InferenceSession(export_proto(Colours(), 8, 18, temperature).SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        logits, probabilities = session.run(["logits", "probabilities"], {"image": image})
+        np.testing.assert_allclose(logits, expected, atol=1e-5)
+        np.testing.assert_allclose(probabilities, softmax(expected, temperature), atol=1e-5)
+
+
+def test_a_run_evaluated_before_calibration_exports_uncalibrated(exported: ExportResult, run_dir: Path,
+                                                                   tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    run = Path(shutil.copytree(run_dir, tmp_path / "run", ignore=shutil.ignore_patterns("*.onnx", PARITY_FILE)))
+    evaluation = json.loads((run / rf.EVALUATION_FILE).read_text())
+    del evaluation["calibration"]
+    (run / rf.EVALUATION_FILE).write_text(json.dumps(evaluation))
+    import engine.export as export_module
+
+    temperatures = []
+
+    def traced(_model: object, _crop: int, _opset: int, temperature: float) -> onnx.ModelProto:
+        temperatures.append(temperature)
+        return onnx.load(exported.path)  # skip tracing
+
+    monkeypatch.setattr(export_module, "export_proto", traced)
+    metadata = parse_metadata({p.key: p.value for p in onnx.load(export_onnx(run).path).metadata_props})
+    assert temperatures == [1.0]
+    assert "calibration" not in metadata.document
+    assert metadata.temperature == 1.0 and metadata.unsure_threshold is None
 
 
 def test_exporter_entries_are_kept(exported: ExportResult) -> None:

@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from engine.control import Cancelled, RunControl
+from engine.errors import BadInputError
 from engine.events import Progress
 from engine.images import preprocess_for_model
 from engine.onnx_metadata import METADATA_KEY, metadata_document
@@ -94,7 +95,8 @@ def test_predictor_matches_pytorch_on_real_photos(predictor: Predictor, model_pa
     inputs = np.stack([preprocess_for_model(p, info.preprocessing) for p in paths])
     with torch.inference_mode():
         torch_logits = model(torch.from_numpy(inputs)).numpy()
-    torch_probabilities = np.exp(torch_logits) / np.exp(torch_logits).sum(axis=1, keepdims=True)
+    scaled = torch_logits / predictor.info.temperature  # the run's calibration, in the exported graph
+    torch_probabilities = np.exp(scaled) / np.exp(scaled).sum(axis=1, keepdims=True)
     onnx_logits = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"]).run(
         ["logits"], {"image": inputs})[0]
     assert np.abs(onnx_logits - torch_logits).max() < 1e-3
@@ -203,10 +205,60 @@ def test_tiny_model_predicts_colours_and_serialises(tmp_path: Path, make_image) 
     results = predictor.predict_paths(images, top_k=2)
     assert [r.label for r in results] == list(TINY_LABELS)
     record = results[0].to_dict()
-    assert set(record) == {"path", "label", "confidence", "top_k", "error"} and record["error"] is None
+    assert set(record) == {"path", "label", "confidence", "unsure", "top_k", "error"} and record["error"] is None
     assert record["top_k"][0] == {"label": "red", "probability": record["confidence"]} and len(record["top_k"]) == 2
-    assert Prediction("x", (), "broken").to_dict() == {"path": "x", "label": None, "confidence": None, "top_k": [],
-                                                       "error": "broken"}
+    assert record["unsure"] is False  # a model exported before calibration is never unsure
+    assert Prediction("x", (), "broken").to_dict() == {"path": "x", "label": None, "confidence": None,
+                                                       "unsure": False, "top_k": [], "error": "broken"}
+
+
+def _calibrated_tiny_model(path: Path, threshold: float | None) -> Path:
+    document = metadata_document(labels=TINY_LABELS, preprocessing=Preprocessing(8, 8, (0.5,) * 3, (0.5,) * 3),
+                                 backbone="tiny", training={}, app_version="test", created="2026-01-01T00:00:00+00:00",
+                                 calibration={"temperature": 1.0, "ece_before": 0.2, "ece_after": 0.05,
+                                              "unsure_threshold": threshold, "target_accuracy": 0.95})
+    return tiny_model(path, metadata={METADATA_KEY: json.dumps(document)})
+
+
+def test_unsure_is_exactly_below_the_threshold_and_min_confidence_overrides_it(tmp_path: Path, make_image) -> None:
+    colours = [(250, 10, 10), (200, 90, 60), (150, 120, 100), (128, 128, 128), (10, 240, 30), (60, 70, 200)]
+    images = [make_image(tmp_path / f"{i}.png", size=(12, 12), color=colour) for i, colour in enumerate(colours)]
+    uncalibrated = Predictor(tiny_model(tmp_path / "old.onnx"), device="cpu").predict_paths(images)
+    confidences = [p.confidence for p in uncalibrated]
+    assert not any(p.unsure for p in uncalibrated) and len(set(confidences)) == len(colours)
+    threshold = sorted(confidences)[2]  # a photo exactly at the threshold is answered, not unsure
+
+    model = _calibrated_tiny_model(tmp_path / "calibrated.onnx", threshold)
+    predictor = Predictor(model, device="cpu")
+    assert predictor.info.unsure_threshold == predictor.unsure_threshold == threshold
+    results = predictor.predict_paths(images)
+    assert [p.unsure for p in results] == [c < threshold for c in confidences]
+    assert sum(p.unsure for p in results) == 2
+    assert [p.label for p in results] == [p.label for p in uncalibrated]  # unsure keeps the top class
+    assert not any(p.unsure for p in Predictor(model, device="cpu", min_confidence=0).predict_paths(images))
+    assert all(p.unsure for p in Predictor(model, device="cpu", min_confidence=1).predict_paths(images))
+    assert not any(p.unsure for p in Predictor(_calibrated_tiny_model(tmp_path / "none.onnx", None),
+                                               device="cpu").predict_paths(images))
+    with pytest.raises(BadInputError, match="minimum confidence"):
+        Predictor(model, device="cpu", min_confidence=1.5)
+
+
+def test_a_logits_only_graph_is_scaled_by_the_metadata_temperature(tmp_path: Path, make_image) -> None:
+    """A graph without our probabilities output gets the softmax here, divided by the temperature as ours is."""
+    document = metadata_document(labels=TINY_LABELS, preprocessing=Preprocessing(8, 8, (0.5,) * 3, (0.5,) * 3),
+                                 backbone="tiny", training={}, app_version="test", created="2026-01-01T00:00:00+00:00",
+                                 calibration={"temperature": 0.5, "ece_before": 0.2, "ece_after": 0.05,
+                                              "unsure_threshold": None, "target_accuracy": 0.95})
+    path = tiny_model(tmp_path / "logits.onnx", metadata={METADATA_KEY: json.dumps(document)})
+    model = onnx.load(path)
+    del model.graph.output[1]  # keep only logits
+    onnx.save(model, path)
+    image = np.full((1, 3, 8, 8), 0.3, np.float32)
+    image[0, 0] = 0.9
+    logits = image.mean(axis=(2, 3))
+    probabilities = Predictor(path, device="cpu").probabilities(image)
+    expected = np.exp(logits / 0.5) / np.exp(logits / 0.5).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-6)
 
 
 def _load_error(path: Path) -> str:

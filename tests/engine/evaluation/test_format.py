@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from engine.evaluation.format import format_metrics_table, format_verdict
+from engine.evaluation.format import format_calibration, format_metrics_table, format_verdict
 from engine.evaluation.metrics import evaluate_predictions, evaluation_document
 
 LABELS = ["cat", "dog", "long-tailed tit"]
@@ -73,3 +73,32 @@ def test_good_verdict_is_one_sentence_and_old_documents_have_none():
     text = format_verdict(evaluation_document(["a", "b"], split, None, train_counts=[5, 5])["validation"], "validation")
     assert text.startswith("Validation accuracy 1.00 clearly beats") and "\n" not in text
     assert format_verdict(split, "validation") == ""
+
+
+def _calibrated(threshold: float | None, test: dict | None) -> dict:
+    split = evaluate_predictions(LABELS, [0, 0, 1, 1, 2], PROBABILITIES, ["a", "b", "c", "d", "e"])
+    block = {"temperature": 0.8123, "ece_before": 0.2, "ece_after": 0.05, "target_accuracy": 0.95,
+             "unsure_threshold": threshold, **({"test": test} if test else {})}
+    return {**evaluation_document(LABELS, split, None, train_counts=[1, 1, 1]), "calibration": block}
+
+
+def test_calibration_lines() -> None:
+    test = {"count": 40, "answered": 30, "coverage": 0.75, "ece_before": 0.15, "ece_after": 0.04,
+            "answered_accuracy": 0.9, "standard_error": 0.055, "meets_target": True}
+    lines = format_calibration(_calibrated(0.65, test)).splitlines()
+    assert lines[0] == "Temperature 0.812 (fitted on validation): expected calibration error 0.200 before, 0.050 after."
+    # confidences 0.7, 0.5, 0.8, 0.6, 0.6: two at or above 0.65
+    assert lines[1] == ("Unsure below confidence 0.650: on validation the 2 of 5 photos at or above it reach 95% "
+                        "accuracy.")
+    assert lines[2] == ("On test: expected calibration error 0.150 before, 0.040 after; 30 of 40 photos answered "
+                        "(75%), 90.0% of them are right (+/- 11.0%; target 95%).")
+    missed = format_calibration(_calibrated(0.65, {**test, "meets_target": False}))
+    assert missed.endswith("target 95%, missed).")
+
+
+def test_calibration_without_a_threshold_or_a_test_and_older_documents() -> None:
+    lines = format_calibration(_calibrated(None, None)).splitlines()
+    assert len(lines) == 2 and "no prediction will be marked unsure" in lines[1]
+    document = _calibrated(None, None)
+    del document["calibration"]
+    assert format_calibration(document) == ""

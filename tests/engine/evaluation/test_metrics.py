@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.evaluation.calibration import calibrate
 from engine.evaluation.metrics import check_evaluation_document, evaluate_predictions, evaluation_document, mistakes
 
 LABELS = ["cat", "dog", "bird"]
@@ -307,6 +308,45 @@ def test_a_document_from_before_verdicts_passes_the_check() -> None:
     document = _document()
     for key in ("validation", "test"):
         del document[key]["baseline"], document[key]["verdict"]
+    assert check_evaluation_document(document, LABELS) is document
+
+
+def _calibrated_document() -> dict:
+    logits = np.log(PROBABILITIES) * 2
+    calibration = calibrate(logits, np.array(Y_TRUE), logits, np.array(Y_TRUE))
+    split = evaluate_predictions(LABELS, Y_TRUE, PROBABILITIES, PATHS)
+    document = evaluation_document(LABELS, split, split, train_counts=TRAIN_COUNTS, calibration=calibration)
+    return json.loads(json.dumps(document))
+
+
+def test_a_calibrated_document_passes_the_check_and_one_without_calibration_too() -> None:
+    document = _calibrated_document()
+    assert check_evaluation_document(document, LABELS) is document
+    assert "calibration" not in _document()  # written without one, as before calibration existed
+    assert check_evaluation_document(_document(), LABELS)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda c: c.update(temperature=0), "temperature must be a positive number"),
+    (lambda c: c.pop("ece_after"), "ece_after is not a number"),
+    (lambda c: c.update(unsure_threshold=1.5), "unsure_threshold must be a number from 0 to 1, or null"),
+    (lambda c: c.pop("unsure_threshold"), "unsure_threshold must be"),
+    (lambda c: c.update(reliability=None), "reliability must be a list of objects"),
+    (lambda c: c["test"].pop("answered"), "test must hold count, answered"),
+    (lambda c: c["test"].update(meets_target="yes"), "test must hold"),
+    (lambda c: c["test"].pop("answered_accuracy"), "test must hold"),
+])
+def test_edited_calibrations_are_refused(edit, message: str) -> None:  # noqa: ANN001
+    document = _calibrated_document()
+    edit(document["calibration"])
+    with pytest.raises(ValueError, match=f"calibration: {message}"):
+        check_evaluation_document(document, LABELS)
+
+
+def test_a_calibration_without_a_test_check_and_with_a_null_threshold_passes() -> None:
+    document = _calibrated_document()
+    del document["calibration"]["test"]
+    document["calibration"]["unsure_threshold"] = None
     assert check_evaluation_document(document, LABELS) is document
 
 

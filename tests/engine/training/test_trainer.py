@@ -12,13 +12,14 @@ from engine.backbones.build import create_model
 from engine.backbones.inference import load_trained_model
 from engine.control import RunControl
 from engine.dataset.cache import DecodedImageCache
+from engine.evaluation.calibration import fit_temperature, softmax
 from engine.events import BatchProgress, EpochEnded, RunFailed, RunFinished, WarningEvent
 from engine.training import fine_tune as fine_tune_module
 from engine.training import preparation as preparation_module
 from engine.training import run_folder as rf
 from engine.training.checkpoints import load_checkpoint
 from engine.training.config import TrainConfig
-from engine.training.evaluate_run import evaluate_run, predict_items
+from engine.training.evaluate_run import evaluate_run, predict_logits
 from engine.training.trainer import RunExistsError, train
 
 
@@ -48,7 +49,7 @@ def test_fine_tune_run_folder_is_complete(trained_run: Path) -> None:
     assert load_checkpoint(trained_run / rf.BEST_FILE)["epoch"] == run.best_epoch
     model, _ = load_trained_model(trained_run)
     validation = rf.read_scan_report(run).split_items("val")
-    predicted = predict_items(model, validation, DecodedImageCache(run.preprocessing)).argmax(1)
+    predicted = predict_logits(model, validation, DecodedImageCache(run.preprocessing)).argmax(1)
     assert np.mean(predicted == [i.label for i in validation]) == pytest.approx(run.best_val_accuracy), (
         "best.pt, evaluated afresh on the recorded validation photos, scores the recorded best accuracy")
     evaluation = json.loads((trained_run / rf.EVALUATION_FILE).read_text())
@@ -66,6 +67,48 @@ def test_reevaluation_matches_training_evaluation(trained_run: Path, tmp_path: P
     assert [p["predicted"] for p in again["validation"]["predictions"]] == [
         p["predicted"] for p in saved["validation"]["predictions"]]
     assert again["validation"]["accuracy"] == saved["validation"]["accuracy"]
+    assert again["calibration"]["temperature"] == pytest.approx(saved["calibration"]["temperature"], rel=1e-3)
+    elsewhere = evaluate_run(run, rf.read_run(run).data_dir)  # another folder: the run's temperature, not refitted
+    assert "calibration" not in elsewhere
+    confidence = {p["path"]: p["confidence"] for p in elsewhere["validation"]["predictions"]}
+    assert [confidence[p["path"]] for p in saved["validation"]["predictions"]] == pytest.approx(
+        [p["confidence"] for p in saved["validation"]["predictions"]], abs=1e-4)
+
+
+def test_final_evaluation_is_calibrated_on_validation(trained_run: Path) -> None:
+    """The temperature is fitted on the best model's validation logits, and the saved confidences use it."""
+    run = rf.read_run(trained_run)
+    evaluation = json.loads((trained_run / rf.EVALUATION_FILE).read_text())
+    calibration = evaluation["calibration"]
+    model, _ = load_trained_model(trained_run)
+    validation = rf.read_scan_report(run).split_items("val")
+    logits = predict_logits(model, validation, DecodedImageCache(run.preprocessing))
+    truth = np.array([i.label for i in validation])
+    assert calibration["fitted_on"] == "validation" and calibration["bins"] == 15
+    assert calibration["temperature"] == pytest.approx(fit_temperature(logits, truth), rel=1e-3)
+    assert calibration["temperature"] != 1.0, "this run has a validation mistake to fit on"
+    assert calibration["ece_after"] <= calibration["ece_before"]
+    saved = {p["path"]: p["confidence"] for p in evaluation["validation"]["predictions"]}
+    calibrated = softmax(logits, calibration["temperature"]).max(axis=1)
+    assert [saved[i.path] for i in validation] == pytest.approx(calibrated.tolist(), abs=1e-4)
+    threshold = calibration["unsure_threshold"]
+    assert threshold is not None and threshold in saved.values()
+    answered = [p["true"] == p["predicted"] for p in evaluation["validation"]["predictions"]
+                if p["confidence"] >= threshold]
+    assert np.mean(answered) >= calibration["target_accuracy"]
+    assert "test" not in calibration  # no test split
+
+
+def test_a_test_split_checks_the_unsure_threshold(small_data: Path, tmp_path: Path) -> None:
+    train(small_data, tmp_path / "run", TrainConfig(strategy="feature-extract", device="cpu", test_split=0.25))
+    evaluation = json.loads((tmp_path / "run" / rf.EVALUATION_FILE).read_text())
+    calibration, predictions = evaluation["calibration"], evaluation["test"]["predictions"]
+    threshold = calibration["unsure_threshold"] or 0.0
+    answered = [p["true"] == p["predicted"] for p in predictions if p["confidence"] >= threshold]
+    check = calibration["test"]
+    assert check["count"] == len(predictions) >= 4 and check["answered"] == len(answered)
+    assert check["coverage"] == len(answered) / len(predictions)
+    assert check["answered_accuracy"] == (np.mean(answered) if answered else None)
 
 
 def test_fine_tune_leaves_frozen_stages_and_all_batchnorm_statistics_untouched(
