@@ -33,7 +33,7 @@ from desktop.workers import Job, JobRunner
 from engine.events import BatchProgress, EpochEnded, EpochStarted, Progress, RunFinished, RunStarted
 from engine.time_format import format_duration
 from engine.training.config import TrainConfig
-from engine.training.run_folder import RUN_FILE
+from engine.training.run_folder import RUN_FILE, RunInfo
 
 if TYPE_CHECKING:  # imports torch, which loads on the worker thread
     from engine.training.lr_find import LrFindResult
@@ -229,6 +229,20 @@ class TrainPage(QWidget):
         self.history = TrainingHistory()
         self.log_view.clear()
         self._begin(jobs.train(self.data_dir, self.run_dir, config))
+
+    def retrain(self, info: RunInfo) -> bool:
+        """A new run with ``info``'s dataset and options (after corrections were added to its dataset): the warm
+        feature cache makes the photos it has seen take seconds. False while another job runs."""
+        if self.busy:
+            return False
+        self.set_dataset(Path(info.data_dir), f"{info.path.name}'s dataset, with its corrections")
+        self.options_form.set_options(info.config.to_dict())
+        self.run_dir = paths.new_run_folder()
+        self.history = TrainingHistory()
+        self.log_view.clear()
+        self.log_view.add_line(f"Training again with the options of {info.path}")
+        self._begin(jobs.train(self.data_dir, self.run_dir, info.config))
+        return True
 
     def _checked_config(self) -> TrainConfig | None:
         """The form's TrainConfig, or None with the reason shown under the buttons (and nothing created)."""

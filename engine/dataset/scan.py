@@ -184,6 +184,13 @@ def class_folder_of(root: Path, photo: Path) -> Path:
     return root.joinpath(*parts[:depth])
 
 
+def training_class_folder(root: Path, label: str) -> Path:
+    """Where a new training photo of ``label`` goes: ``root/label``, or ``root/train/label`` when pre-split."""
+    splits = _split_folders(_read_folder(root, _Listing(layout="class-folders")))
+    train = next((folder for folder in splits if SPLIT_FOLDER_NAMES[folder.name.lower()] == "train"), root)
+    return train / label
+
+
 def _leave_out_excluded(root: Path, listing: _Listing) -> list[SkippedFile]:
     """Take the photos excluded in the dataset's excluded.json out of the listing; they are returned with the reason.
 
