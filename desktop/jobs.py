@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from desktop.thumbnails import THUMBNAIL_SIZE, load_thumbnail, thumbnail_strip
 from desktop.workers import Job
@@ -22,9 +23,13 @@ from engine.dataset import journal
 from engine.dataset.doctor import DoctorReport
 from engine.dataset.exclusions import Exclusions
 from engine.dataset.report import ScanReport
+from engine.errors import BadInputError
 from engine.evaluation.metrics import check_evaluation_document
 from engine.events import EventSink
+from engine.heatmaps import OVERLAY_MAX_SIDE, overlay
+from engine.images import ImageLoadError, load_rgb
 from engine.prediction_csv import write_predictions_csv
+from engine.preprocessing import Preprocessing
 from engine.training import run_folder as rf
 from engine.training.config import TrainConfig
 
@@ -52,6 +57,22 @@ class TrainingOptions:
 
     device: str
     backbones: tuple[BackboneInfo, ...]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    predictor: Any  # engine.predict.Predictor
+    heatmaps_unavailable: str | None  # why this model gives no heatmaps (exported before them, or its backbone)
+
+
+@dataclass(frozen=True)
+class PhotoPreview:
+    """A photo for a preview pane: RGB uint8 (a heatmap drawn over it if one was asked for), or None and the reason.
+    ``prediction``: the engine.predict.Prediction the job made, when it classified the photo itself."""
+
+    image: np.ndarray | None
+    problem: str | None = None
+    prediction: Any = None
 
 
 @dataclass(frozen=True)
@@ -220,22 +241,37 @@ def export(run_dir: Path, out: Path | None = None, *, quantize: str | None = Non
 
 
 def load_predictor(model_path: Path) -> Job:
-    def run(_on_event: EventSink, _control: RunControl) -> Any:
+    """The LoadedModel: the Predictor, and why it gives no heatmaps if it does not."""
+
+    def run(_on_event: EventSink, _control: RunControl) -> LoadedModel:
         from engine.predict import Predictor
 
-        return Predictor(model_path)
+        predictor = Predictor(model_path)
+        return LoadedModel(predictor, _heatmaps_unavailable(predictor))
 
     return Job(f"Loading {model_path.name}", run)
 
 
-def predict(predictor: Any, inputs: Sequence[Path]) -> Job:
-    """Expand folders, classify every image, and keep one result per input file (errors included)."""
+def _heatmaps_unavailable(predictor: Any) -> str | None:
+    """Why ``predictor`` gives no heatmaps, in its own words (None: it gives them). Asking for the heatmaps of no
+    photos runs the predictor's check of the model's heatmap outputs and reads nothing."""
+    try:
+        predictor.predict_paths([], heatmaps=True)
+    except BadInputError as exc:  # HeatmapsUnavailableError, or metadata naming outputs the graph lacks
+        return str(exc).removeprefix(f"{predictor.info.path}: ")
+    return None
+
+
+def predict(predictor: Any, inputs: Sequence[Path], *, heatmaps: bool = False) -> Job:
+    """Expand folders, classify every image, and keep one result per input file (errors included).
+    ``heatmaps``: each prediction also gets its top class's heatmap (a few floats: the overlay is made on demand)."""
 
     def run(on_event: EventSink, control: RunControl) -> list[Any]:
         from engine.predict import expand_inputs
 
         paths, errors = expand_inputs(list(inputs))
-        predictions = predictor.predict_paths(paths, top_k=3, on_event=on_event, control=control) if paths else []
+        predictions = predictor.predict_paths(paths, top_k=3, on_event=on_event, control=control,
+                                              heatmaps=heatmaps) if paths else []
         return [*predictions, *errors]
 
     return Job(f"Classifying {len(inputs)} item(s)", run)
@@ -260,6 +296,46 @@ def sort_into_folders(predictions: Sequence[Any], folder: Path) -> Job:
         return sort(predictions, folder, on_event=on_event, control=control)
 
     return Job(f"Copying {len(predictions)} photo(s) into class folders in {folder}", run)
+
+
+def photo_preview(path: str, heatmap: Sequence[Sequence[float]] | None = None,
+                  preprocessing: Preprocessing | None = None) -> Job:
+    """The photo for a preview pane, with ``heatmap`` (a Prediction's, from a model with ``preprocessing``) drawn
+    over it when given: a PhotoPreview."""
+
+    def run(_on_event: EventSink, control: RunControl) -> PhotoPreview:
+        return _draw_preview(path, heatmap, preprocessing, control)
+
+    return Job(f"Showing {Path(path).name}", run)
+
+
+def mistake_heatmap(predictor: Any, path: str) -> Job:
+    """Classify one photo with heatmaps (``predictor`` must have them) and draw the predicted class's heatmap over
+    it: a PhotoPreview with its Prediction."""
+
+    def run(_on_event: EventSink, control: RunControl) -> PhotoPreview:
+        prediction = predictor.predict_paths([path], top_k=1, heatmaps=True, control=control)[0]
+        if prediction.error is not None:
+            return PhotoPreview(None, prediction.error, prediction)
+        preview = _draw_preview(path, prediction.heatmap, predictor.info.preprocessing, control)
+        return replace(preview, prediction=prediction)
+
+    return Job(f"Finding what the model looked at in {Path(path).name}", run)
+
+
+def _draw_preview(path: str, heatmap: Sequence[Sequence[float]] | None, preprocessing: Preprocessing | None,
+                  control: RunControl) -> PhotoPreview:
+    """The photo as large as the overlay files ``predict --heatmaps`` writes, with the heatmap over it if given;
+    an unreadable photo is a PhotoPreview with its reason, not a failed job."""
+    try:
+        photo = load_rgb(path, at_least=OVERLAY_MAX_SIDE)
+    except ImageLoadError as exc:
+        return PhotoPreview(None, exc.reason)
+    photo.thumbnail((OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE), Image.Resampling.LANCZOS)
+    control.check()  # a superseded preview stops before drawing
+    if heatmap is not None and preprocessing is not None:
+        photo = overlay(photo, np.asarray(heatmap, dtype=np.float32), preprocessing)
+    return PhotoPreview(np.asarray(photo, dtype=np.uint8))
 
 
 def thumbnails(paths: Sequence[str], size: int = THUMBNAIL_SIZE) -> Job:

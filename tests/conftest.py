@@ -195,3 +195,30 @@ def exported_model(trained_run: Path) -> Path:
 
         export_onnx(trained_run)
     return path
+
+
+@pytest.fixture
+def without_heatmaps() -> Callable[..., Path]:
+    """``strip(model, target, heatmaps=None)``: ``model`` saved to ``target`` without its heatmap outputs, its
+    metadata's ``heatmaps`` entry replaced by ``heatmaps`` (None: removed, as exported before heatmaps existed)."""
+    import json
+
+    import onnx
+
+    from engine.onnx_metadata import CAM_WEIGHTS_OUTPUT, FEATURE_MAP_OUTPUT, METADATA_KEY
+
+    def strip(model: Path, target: Path, heatmaps: dict | None = None) -> Path:
+        proto = onnx.load(model)
+        kept = [out for out in proto.graph.output if out.name not in (FEATURE_MAP_OUTPUT, CAM_WEIGHTS_OUTPUT)]
+        del proto.graph.output[:]
+        proto.graph.output.extend(kept)
+        entry = next(prop for prop in proto.metadata_props if prop.key == METADATA_KEY)
+        document = json.loads(entry.value)
+        document.pop("heatmaps")
+        if heatmaps is not None:
+            document["heatmaps"] = heatmaps
+        entry.value = json.dumps(document)
+        onnx.save(proto, target)
+        return target
+
+    return strip

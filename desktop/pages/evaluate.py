@@ -1,4 +1,9 @@
-"""Evaluate page: a run's metrics, confusion matrix and most confident mistakes; ONNX export."""
+"""Evaluate page: a run's metrics, confusion matrix and most confident mistakes; ONNX export.
+
+A selected mistake is shown with the heatmap of the class the model predicted, when the run has an exported model
+with heatmaps: the model loads once (per exported model) on the thumbnail thread, which then classifies the one
+photo and draws the overlay, so nothing waits behind an export and the GUI thread only shows the result.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, QUrl, Signal, Slot
+from PySide6.QtCore import QModelIndex, Qt, QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices, QFont, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -33,12 +38,14 @@ from desktop.settings import AppSettings
 from desktop.widgets.calibration_view import CalibrationView
 from desktop.widgets.confusion_matrix import ConfusionMatrixView
 from desktop.widgets.image_table import ImageTable
+from desktop.widgets.photo_preview import beside_preview
 from desktop.workers import Job, JobRunner
 from engine.evaluation.metrics import mistakes
 from engine.events import Progress
 from engine.training.run_folder import BEST_FILE, MODEL_FILE
 
 MAX_THUMBNAILS = 500
+NO_MODEL_MESSAGE = "Export the model to see what it looked at in the selected photo"
 SPLIT_NAMES = {"validation": "Validation", "test": "Test"}
 
 
@@ -82,7 +89,8 @@ class EvaluatePage(QWidget):
 
     def __init__(self, runner: JobRunner, thumbnail_runner: JobRunner, settings: AppSettings,
                  parent: QWidget | None = None) -> None:
-        """``thumbnail_runner``: thumbnails decode on their own thread, so they appear while an export runs."""
+        """``thumbnail_runner``: thumbnails and the mistakes' heatmaps are made on their own thread, so they appear
+        while an export runs."""
         super().__init__(parent)
         self.setObjectName("evaluatePage")
         self.runner, self.thumbnail_runner, self.settings = runner, thumbnail_runner, settings
@@ -92,6 +100,11 @@ class EvaluatePage(QWidget):
         self._export_target: tuple[Path, tuple[int, int] | None] | None = None  # the .onnx and its stat before
         self._export_warnings: list[str] = []
         self._thumbnail_job: Job | None = None
+        self._heatmap_model_path: Path | None = None  # the exported model loaded (or loading) for the heatmaps
+        self._heatmap_model: jobs.LoadedModel | None = None
+        self._heatmap_model_problem: str | None = None  # why it could not be loaded
+        self._heatmap_load_job: Job | None = None
+        self._mistake_job: Job | None = None  # the selected mistake's heatmap, being made
 
         self.run_label = QLabel("No run yet: train a model, or open a run folder (File → Open run…).",
                                 objectName="evaluateRunLabel")
@@ -145,6 +158,10 @@ class EvaluatePage(QWidget):
         self.mistakes_view = ImageTable(["True", "Predicted", "Confidence", "File"])
         self.mistakes_view.setObjectName("mistakesView")
         self.mistakes_view.setToolTip("Double-click to open the photo")
+        self.mistakes_view.selectionModel().currentRowChanged.connect(self.on_current_mistake_changed)
+        mistakes_split, self.mistake_preview, self.mistake_caption = beside_preview(self.mistakes_view,
+                                                                                   "mistakeHeatmapPreview")
+        mistakes_split.setObjectName("mistakesSplitter")
         self.mistakes_box = QGroupBox("Misclassified images, most confident first")
         self.calibration_view = CalibrationView()
 
@@ -159,10 +176,11 @@ class EvaluatePage(QWidget):
         top = QSplitter(Qt.Orientation.Horizontal)
         top.addWidget(self._group("Metrics", self.metrics_table))
         top.addWidget(self._group("Confusion matrix (rows: true class, columns: predicted)", self.confusion_view))
-        QVBoxLayout(self.mistakes_box).addWidget(self.mistakes_view)
+        QVBoxLayout(self.mistakes_box).addWidget(mistakes_split)
         bottom = QSplitter(Qt.Orientation.Horizontal)
         bottom.addWidget(self.mistakes_box)
         bottom.addWidget(self._group("Can its confidence be trusted?", self.calibration_view))
+        bottom.setSizes([500, 500])  # room for the mistakes' heatmap beside their table
         body = QSplitter(Qt.Orientation.Vertical)
         body.addWidget(top)
         body.addWidget(bottom)
@@ -181,8 +199,11 @@ class EvaluatePage(QWidget):
         runner.failed.connect(self.on_failed)
         runner.aborted.connect(self.on_aborted)
         runner.finished.connect(self.on_finished)
-        thumbnail_runner.returned.connect(self.on_thumbnails_returned)
+        thumbnail_runner.returned.connect(self.on_thumbnail_runner_returned)
+        thumbnail_runner.failed.connect(self.on_thumbnail_runner_failed)
+        thumbnail_runner.finished.connect(self.on_thumbnail_runner_finished)
         self._update_buttons()
+        self._show_mistake_heatmap()
 
     @staticmethod
     def _group(title: str, widget: QWidget) -> QGroupBox:
@@ -216,6 +237,7 @@ class EvaluatePage(QWidget):
 
     def show_snapshot(self, snapshot: RunSnapshot) -> None:
         self.snapshot = snapshot
+        self._forget_heatmap_model()
         info = snapshot.info
         best_text = ""
         if info.best_val_accuracy is not None and info.best_val_accuracy >= 0:  # -1: stopped before an epoch
@@ -267,6 +289,44 @@ class EvaluatePage(QWidget):
         if wrong:
             self._thumbnail_job = self.thumbnail_runner.submit(
                 jobs.thumbnails([m["path"] for m in wrong[:MAX_THUMBNAILS]]))
+        self._show_mistake_heatmap()
+
+    def _forget_heatmap_model(self) -> None:
+        """Another run, or a new export: the model is loaded again when a mistake is next selected."""
+        if self._heatmap_load_job is not None:
+            self._heatmap_load_job.control.cancel()
+        self._heatmap_model_path = self._heatmap_model = self._heatmap_model_problem = self._heatmap_load_job = None
+
+    def _show_mistake_heatmap(self) -> None:
+        """The selected mistake with the heatmap of its predicted class. The first selection loads the exported
+        model (the load's return comes back here); the request this one supersedes is cancelled."""
+        if self._mistake_job is not None:
+            self._mistake_job.control.cancel()
+            self._mistake_job = None
+        self.mistake_caption.clear()
+        row = self.mistakes_view.currentIndex().row()
+        model_path = self.snapshot.model_path if self.snapshot is not None else None
+        if row < 0:
+            self.mistake_preview.show_message("Select a misclassified photo to see what the model looked at"
+                                              if model_path is not None else NO_MODEL_MESSAGE)
+            return
+        if model_path is None:
+            self.mistake_preview.show_message(NO_MODEL_MESSAGE)
+            return
+        if self._heatmap_model_path != model_path:
+            self._forget_heatmap_model()
+            self._heatmap_model_path = model_path
+            self._heatmap_load_job = self.thumbnail_runner.submit(jobs.load_predictor(model_path))
+        if self._heatmap_model_problem is not None:
+            self.mistake_preview.show_message(f"Could not load {model_path.name}: {self._heatmap_model_problem}")
+        elif self._heatmap_model is None:
+            self.mistake_preview.show_message(f"Loading {model_path.name}…")
+        elif self._heatmap_model.heatmaps_unavailable is not None:
+            self.mistake_preview.show_message(f"No heatmaps: {self._heatmap_model.heatmaps_unavailable}")
+        else:
+            path = self.mistakes_view.path_at(row)
+            self._mistake_job = self.thumbnail_runner.submit(jobs.mistake_heatmap(self._heatmap_model.predictor,
+                                                                                  path))
 
     def _show_verdict(self, verdict: dict[str, Any] | None) -> None:
         """Plain when the model is good; a framed warning with what to try otherwise; hidden for older runs."""
@@ -301,6 +361,10 @@ class EvaluatePage(QWidget):
     def on_split_changed(self, _index: int) -> None:
         self._show_split()
 
+    @Slot(QModelIndex, QModelIndex)
+    def on_current_mistake_changed(self, _current: QModelIndex, _previous: QModelIndex) -> None:
+        self._show_mistake_heatmap()
+
     @Slot()
     def on_export_clicked(self) -> None:
         self.export()
@@ -333,9 +397,35 @@ class EvaluatePage(QWidget):
             self._show_export(result)
 
     @Slot(object, object)
-    def on_thumbnails_returned(self, job: Job, thumbnails: dict[str, Any]) -> None:
+    def on_thumbnail_runner_returned(self, job: Job, result: Any) -> None:
         if job is self._thumbnail_job:
-            self.mistakes_view.set_thumbnails(thumbnails)
+            self.mistakes_view.set_thumbnails(result)
+        elif job is self._heatmap_load_job:
+            self._heatmap_model = result
+            self._show_mistake_heatmap()
+        elif job is self._mistake_job:
+            if result.image is None:
+                self.mistake_preview.show_message(f"Cannot show this photo: {result.problem}")
+            else:
+                self.mistake_preview.show_image(result.image)
+            prediction = result.prediction
+            if prediction is not None and prediction.label is not None:
+                self.mistake_caption.setText(f"Where the model saw “{prediction.label}” ({prediction.confidence:.1%})")
+
+    @Slot(object, str, str)
+    def on_thumbnail_runner_failed(self, job: Job, message: str, _details: str) -> None:
+        if job is self._heatmap_load_job:
+            self._heatmap_model_problem = message
+            self._show_mistake_heatmap()
+        elif job is self._mistake_job:
+            self.mistake_preview.show_message(f"Cannot show this photo: {message}")
+
+    @Slot(object)
+    def on_thumbnail_runner_finished(self, job: Job) -> None:
+        if job is self._heatmap_load_job:
+            self._heatmap_load_job = None
+        elif job is self._mistake_job:
+            self._mistake_job = None
 
     def _show_export(self, result: Any) -> None:
         lines = [f"Saved <b>{result.path}</b> ({result.size_bytes / 1e6:.1f} MB, {result.seconds:.1f} s) · "
@@ -347,6 +437,8 @@ class EvaluatePage(QWidget):
         path = Path(result.path)
         if self.snapshot is not None and path.parent == self.snapshot.run_dir:
             self.snapshot = replace(self.snapshot, model_path=path)
+            self._forget_heatmap_model()  # the file may have been replaced: load the new one
+            self._show_mistake_heatmap()
         self.model_exported.emit(path)
 
     @Slot(object, str)

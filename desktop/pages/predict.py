@@ -1,8 +1,11 @@
 """Predict page: load an ONNX model once, classify dropped photos and folders on the worker, save a CSV.
 
 Results arrive batch by batch (BatchPredicted), so rows appear while the rest is classified, a large drop never
-adds thousands of rows in one go, and "Stop" keeps what was done. Thumbnails and saving run on a second runner,
-so they never wait behind a prediction.
+adds thousands of rows in one go, and "Stop" keeps what was done. Thumbnails, the selected photo's preview and
+saving run on a second runner, so they never wait behind a prediction.
+
+With "Heatmaps" on, each prediction keeps its small class activation map (7 x 7 floats for a 224 crop); the
+overlay on the photo is drawn for the selected row only, when it is selected, and only the latest one is kept.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtCore import QModelIndex, Qt, Signal, Slot
 from PySide6.QtGui import QStandardItem
 from PySide6.QtWidgets import (
+    QCheckBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -29,12 +33,17 @@ from desktop import jobs
 from desktop.settings import AppSettings
 from desktop.widgets.drop_area import DropArea
 from desktop.widgets.image_table import ImageTable
+from desktop.widgets.photo_preview import beside_preview
 from desktop.widgets.probability_bars import TOP_K_ROLE, ProbabilityBarsDelegate
 from desktop.workers import Job, JobRunner
 from engine.events import BatchPredicted, Progress
 from engine.images import IMAGE_EXTENSIONS
+from engine.preprocessing import Preprocessing
 
 PHOTO_FILTER = f"Images ({' '.join(f'*{ext}' for ext in sorted(IMAGE_EXTENSIONS))});;All files (*)"
+HEATMAP_TIP = ("Also find where the model looked in each photo (the class activation map of its top class); "
+               "select a result to see it over the photo")
+NO_MODEL_TIP = "Open a model first: heatmaps come from the model"
 
 
 class PredictPage(QWidget):
@@ -55,6 +64,11 @@ class PredictPage(QWidget):
         self._saves: dict[Job, tuple[Path, int]] = {}  # save job -> its file and number of results
         self._sorts: dict[Job, Path] = {}  # copy-into-class-folders job -> its folder
         self._waiting: list[Path] = []  # dropped while the model was still loading
+        self._heatmaps_unavailable: str | None = NO_MODEL_TIP  # why there are no heatmaps (None: the model has them)
+        self._heatmap_jobs: dict[Job, Preprocessing] = {}  # prediction job asking for heatmaps -> its model's
+        self._result_preprocessing: list[Preprocessing | None] = []  # per result: where its heatmap lies (None: none)
+        self._preview_job: Job | None = None  # the selected row's photo, being drawn
+        self._preview_caption = ""  # shown with that photo once it arrives
 
         self.model_edit = QLineEdit(objectName="modelPathEdit")
         self.model_edit.setReadOnly(True)
@@ -62,6 +76,8 @@ class PredictPage(QWidget):
         self.model_edit.setPlaceholderText("Export a model on the Evaluate page, or open an .onnx file")
         open_model = QPushButton("Open model…", objectName="openModelButton")
         open_model.clicked.connect(self.on_open_model_clicked)
+        self.heatmap_toggle = QCheckBox("Heatmaps", objectName="heatmapToggle")
+        self.heatmap_toggle.toggled.connect(self.on_heatmap_toggled)
         self.model_info = QLabel(objectName="modelInfoLabel")
         self.model_info.setWordWrap(True)
         self.drop_area = DropArea("Drop photos or folders here (or anywhere on this page) to classify them")
@@ -89,6 +105,9 @@ class PredictPage(QWidget):
         self.predictions_view.setObjectName("predictionsView")
         self.predictions_view.setItemDelegateForColumn(2, ProbabilityBarsDelegate(self.predictions_view))
         self.predictions_view.horizontalHeader().resizeSection(1, 220)
+        self.predictions_view.selectionModel().currentRowChanged.connect(self.on_current_row_changed)
+        results, self.preview, self.preview_caption = beside_preview(self.predictions_view, "heatmapPreview")
+        results.setObjectName("predictSplitter")
         self.save_button = QPushButton("Save results…", objectName="saveResultsButton")
         self.save_button.clicked.connect(self.on_save_clicked)
         self.clear_button = QPushButton("Clear", objectName="clearResultsButton")
@@ -102,6 +121,7 @@ class PredictPage(QWidget):
         model_row.addWidget(QLabel("Model:"))
         model_row.addWidget(self.model_edit, 1)
         model_row.addWidget(open_model)
+        model_row.addWidget(self.heatmap_toggle)
         bottom = QHBoxLayout()
         bottom.addWidget(self.status, 1)
         bottom.addWidget(self.clear_button)
@@ -115,7 +135,7 @@ class PredictPage(QWidget):
         progress_row.addWidget(self.progress, 1)
         progress_row.addWidget(self.cancel_button)
         layout.addLayout(progress_row)
-        layout.addWidget(self.predictions_view, 1)
+        layout.addWidget(results, 1)
         layout.addLayout(bottom)
 
         runner.progress.connect(self.on_progress)
@@ -128,6 +148,8 @@ class PredictPage(QWidget):
         file_runner.failed.connect(self.on_file_job_failed)
         file_runner.finished.connect(self.on_file_job_finished)
         self._update_buttons()
+        self._update_heatmap_toggle()
+        self._show_preview()
 
     # --- actions -----------------------------------------------------------------------------------
     def load_model(self, path: Path) -> None:
@@ -137,6 +159,8 @@ class PredictPage(QWidget):
         self.model_edit.setText(str(path))
         self.model_info.setText("Loading the model…")
         self._load_job = self.runner.submit(jobs.load_predictor(path))
+        self.heatmap_toggle.setEnabled(False)  # until the model says whether it has heatmaps; ticked stays ticked
+        self.heatmap_toggle.setToolTip("Loading the model…")
 
     def classify(self, paths: Sequence[Path]) -> None:
         if not paths:
@@ -148,8 +172,11 @@ class PredictPage(QWidget):
             self.status.setText("Open a model first: export one on the Evaluate page, or use “Open model…”.")
             return
         self.settings.remember_folder("photos", Path(paths[0]))
-        job = self.runner.submit(jobs.predict(self.predictor, list(paths)))
+        heatmaps = self.heatmap_toggle.isEnabled() and self.heatmap_toggle.isChecked()
+        job = self.runner.submit(jobs.predict(self.predictor, list(paths), heatmaps=heatmaps))
         self._predict_jobs.add(job)
+        if heatmaps:
+            self._heatmap_jobs[job] = self.predictor.info.preprocessing
         self._rows_shown[job] = 0
         self.progress.setRange(0, 0)
         self.progress.show()
@@ -179,7 +206,8 @@ class PredictPage(QWidget):
         self._sorts[job] = folder
         self.status.setText(f"Copying {len(self.results)} photo(s) into class folders in {folder}…")
 
-    def _add_results(self, predictions: Sequence[Any]) -> None:
+    def _add_results(self, predictions: Sequence[Any], preprocessing: Preprocessing | None = None) -> None:
+        """``preprocessing``: that of the model that made the predictions' heatmaps (None: they have none)."""
         # A pixmap (not an icon) keeps its own size instead of the table's thumbnail size.
         error_icon = self.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning).pixmap(16, 16)
         for prediction in predictions:
@@ -196,6 +224,7 @@ class PredictPage(QWidget):
                                     "accuracy on its validation photos; check this one yourself")
             self.predictions_view.add_row(str(prediction.path), [Path(prediction.path).name, cell])
         self.results.extend(predictions)
+        self._result_preprocessing.extend([preprocessing] * len(predictions))
         paths = [str(p.path) for p in predictions if not p.error]  # thumbnails follow in a job per batch
         if paths:
             self._thumbnail_jobs.add(self.file_runner.submit(jobs.thumbnails(paths)))
@@ -209,6 +238,43 @@ class PredictPage(QWidget):
         self.save_button.setEnabled(bool(self.results))
         self.clear_button.setEnabled(bool(self.results))
         self.sort_button.setEnabled(bool(self.results))
+
+    def _update_heatmap_toggle(self) -> None:
+        """Enabled only for a loaded model with heatmap outputs; otherwise off, its tooltip saying why."""
+        unavailable = self._heatmaps_unavailable
+        self.heatmap_toggle.setEnabled(unavailable is None)
+        if unavailable is not None:
+            self.heatmap_toggle.setChecked(False)
+        self.heatmap_toggle.setToolTip(HEATMAP_TIP if unavailable is None else f"No heatmaps: {unavailable}")
+
+    def _show_preview(self) -> None:
+        """The current row's photo, with its heatmap when the toggle is on and it has one, drawn on the file runner;
+        the request it supersedes is cancelled (and its result ignored, if it was already being drawn)."""
+        if self._preview_job is not None:
+            self._preview_job.control.cancel()
+            self._preview_job = None
+        heatmaps = self.heatmap_toggle.isChecked()
+        row = self.predictions_view.currentIndex().row()
+        if not 0 <= row < len(self.results):
+            self.preview.show_message("Select a result to see its photo"
+                                      + (" and where the model looked" if heatmaps else ""))
+            self.preview_caption.clear()
+            return
+        prediction, preprocessing = self.results[row], self._result_preprocessing[row]
+        name = Path(prediction.path).name
+        if prediction.error:
+            self.preview.show_message(f"{name} could not be read: {prediction.error}")
+            self.preview_caption.clear()
+            return
+        shown = heatmaps and prediction.heatmap is not None and preprocessing is not None
+        if shown:
+            self._preview_caption = f"{name}: where the model saw “{prediction.label}” ({prediction.confidence:.1%})"
+        elif heatmaps:
+            self._preview_caption = f"{name}: classified without heatmaps; classify it again to see them"
+        else:
+            self._preview_caption = f"{name}: {prediction.label} ({prediction.confidence:.1%})"
+        self._preview_job = self.file_runner.submit(
+            jobs.photo_preview(prediction.path, prediction.heatmap if shown else None, preprocessing))
 
     # --- slots -------------------------------------------------------------------------------------
     @Slot(list)
@@ -264,9 +330,19 @@ class PredictPage(QWidget):
             job.control.cancel()
         self._thumbnail_jobs.clear()
         self.results.clear()
+        self._result_preprocessing.clear()
         self.predictions_view.clear_rows()
         self.status.clear()
         self._update_buttons()
+        self._show_preview()
+
+    @Slot(bool)
+    def on_heatmap_toggled(self, _checked: bool) -> None:
+        self._show_preview()
+
+    @Slot(QModelIndex, QModelIndex)
+    def on_current_row_changed(self, _current: QModelIndex, _previous: QModelIndex) -> None:
+        self._show_preview()
 
     @Slot(object, object)
     def on_progress(self, job: Job, event: Progress) -> None:
@@ -278,17 +354,19 @@ class PredictPage(QWidget):
     @Slot(object, object)
     def on_batch_predicted(self, job: Job, event: BatchPredicted) -> None:
         if job in self._predict_jobs:
-            self._add_results(event.predictions)
+            self._add_results(event.predictions, self._heatmap_jobs.get(job))
             self._rows_shown[job] += len(event.predictions)
 
     @Slot(object, object)
     def on_returned(self, job: Job, result: Any) -> None:
         if job is self._load_job:
-            self.predictor = result
-            info = result.info
+            self.predictor = result.predictor
+            info = self.predictor.info
             labels = ", ".join(info.labels)
             self.model_info.setText(f"{len(info.labels)} classes: {labels} · backbone {info.backbone} · "
-                                    f"running on {result.provider}")
+                                    f"running on {self.predictor.provider}")
+            self._heatmaps_unavailable = result.heatmaps_unavailable
+            self._update_heatmap_toggle()
             self.model_loaded.emit(Path(info.path))
         elif job in self._predict_jobs:
             self._add_results(result[self._rows_shown[job]:])  # inputs that named no image (not in a batch)
@@ -297,6 +375,12 @@ class PredictPage(QWidget):
     def on_file_job_returned(self, job: Job, result: Any) -> None:
         if job in self._thumbnail_jobs:
             self.predictions_view.set_thumbnails(result)
+        elif job is self._preview_job:
+            if result.image is None:
+                self.preview.show_message(f"Cannot show this photo: {result.problem}")
+            else:
+                self.preview.show_image(result.image)
+            self.preview_caption.setText(self._preview_caption)
         elif job in self._saves:
             path, count = self._saves[job]
             self.status.setText(f"Saved {count} result(s) to {path}")
@@ -308,7 +392,9 @@ class PredictPage(QWidget):
 
     @Slot(object, str, str)
     def on_file_job_failed(self, job: Job, message: str, _details: str) -> None:
-        if job in self._saves:
+        if job is self._preview_job:
+            self.preview.show_message(f"Cannot show this photo: {message}")
+        elif job in self._saves:
             path, _count = self._saves[job]
             self.status.setText(f"Could not save the results to {path}: {message}")
         elif job in self._sorts:
@@ -316,6 +402,8 @@ class PredictPage(QWidget):
 
     @Slot(object)
     def on_file_job_finished(self, job: Job) -> None:
+        if job is self._preview_job:
+            self._preview_job = None
         self._thumbnail_jobs.discard(job)
         self._saves.pop(job, None)
         self._sorts.pop(job, None)
@@ -325,6 +413,8 @@ class PredictPage(QWidget):
         if job is self._load_job:
             self.predictor = None
             self.model_info.setText(f"Could not load this model: {message}")
+            self._heatmaps_unavailable = NO_MODEL_TIP
+            self._update_heatmap_toggle()
         elif job in self._predict_jobs:
             self.status.setText(f"Classification failed: {message}")
 
@@ -342,6 +432,7 @@ class PredictPage(QWidget):
             self.classify(waiting)
         self._predict_jobs.discard(job)
         self._rows_shown.pop(job, None)
+        self._heatmap_jobs.pop(job, None)
         if not self._predict_jobs:
             self.progress.hide()
             self.cancel_button.hide()

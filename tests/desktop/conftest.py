@@ -6,9 +6,10 @@ import gc
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PySide6.QtCore import QCoreApplication, QEvent, QMimeData, QPointF, QSettings, Qt, QUrl
-from PySide6.QtGui import QDropEvent
+from PySide6.QtGui import QDropEvent, QImage, QPixmap
 from PySide6.QtWidgets import QMessageBox, QWidget
 
 from desktop.main_window import MainWindow
@@ -21,6 +22,7 @@ from engine.training.run_folder import RunInfo
 Find = Callable[..., QWidget]
 Drop = Callable[[QWidget, Sequence[Path]], None]
 MakeRunInfo = Callable[..., RunInfo]
+Pixels = Callable[[QPixmap], np.ndarray]
 
 
 @pytest.fixture
@@ -83,6 +85,18 @@ def drop() -> Drop:
         assert event.isAccepted()
 
     return drop_files
+
+
+@pytest.fixture
+def pixels() -> Pixels:
+    """A pixmap's pixels as an H x W x 3 uint8 array, to compare with what the engine draws."""
+
+    def rgb(pixmap: QPixmap) -> np.ndarray:
+        image = pixmap.toImage().convertToFormat(QImage.Format.Format_RGB888)
+        rows = np.frombuffer(image.constBits(), dtype=np.uint8).reshape(image.height(), image.bytesPerLine())
+        return rows[:, :image.width() * 3].reshape(image.height(), image.width(), 3).copy()
+
+    return rgb
 
 
 @pytest.fixture

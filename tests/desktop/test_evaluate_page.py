@@ -1,12 +1,15 @@
 """The Evaluate page: the export can be cancelled and says truthfully what was (not) written; the split switch,
-the mistakes' thumbnails (own thread, superseded ones cancelled) and double-click; only its own jobs' events count."""
+the mistakes' thumbnails (own thread, superseded ones cancelled) and double-click; only its own jobs' events count;
+a selected mistake shown with what the exported model looked at (the model loaded once), or a word to export it."""
 
+import json
 import shutil
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QComboBox, QLabel, QPushButton
@@ -14,11 +17,15 @@ from PySide6.QtWidgets import QComboBox, QLabel, QPushButton
 from desktop import jobs
 from desktop.jobs import RunSnapshot
 from desktop.main_window import MainWindow
+from desktop.pages.evaluate import NO_MODEL_MESSAGE
 from desktop.widgets.calibration_view import CalibrationView
 from desktop.workers import Job
 from engine.evaluation.calibration import calibrate
 from engine.evaluation.metrics import evaluate_predictions, evaluation_document, mistakes
 from engine.events import Progress
+from engine.heatmaps import overlay
+from engine.images import load_rgb
+from engine.predict import Predictor
 from engine.training import run_folder as rf
 
 
@@ -235,3 +242,63 @@ def test_calibration_plots_and_sentence_follow_the_runs_calibration(window: Main
     page.show_snapshot(RunSnapshot(make_run_info(tmp_path), [], _evaluation(right=18), None))
     assert "no calibration" in find("calibrationSummaryLabel", QLabel).text()
     assert len(view.reliability.curves["model"].getData()[0] or []) == 0 and not view.threshold_line.isVisible()
+
+
+@pytest.fixture
+def exported_mistakes(trained_run: Path, exported_model: Path, tmp_path: Path) -> RunSnapshot:
+    """The shared exported run, its evaluation replaced by one where a wide copy of a validation photo and three
+    validation photos were all misclassified (the run itself may have no mistakes)."""
+    evaluation = json.loads((trained_run / rf.EVALUATION_FILE).read_text(encoding="utf-8"))
+    labels = evaluation["labels"]
+    rows = evaluation["validation"]["predictions"][:3]
+    wide = tmp_path / "wide.png"
+    Image.open(rows[0]["path"]).convert("RGB").resize((320, 160)).save(wide)
+    paths = [str(wide), *(row["path"] for row in rows)]
+    truth = [labels.index(rows[0]["true"]), *(labels.index(row["true"]) for row in rows)]
+    wrong = [(label + 1) % len(labels) for label in truth]
+    split = evaluate_predictions(labels, truth, np.eye(len(labels))[wrong], paths)
+    document = evaluation_document(labels, split, None, train_counts=[10] * len(labels))
+    return RunSnapshot(rf.read_run(trained_run), [], document, exported_model)
+
+
+def test_a_selected_mistake_shows_what_the_model_looked_at(window: MainWindow, qtbot, find, pixels,
+                                                           exported_mistakes: RunSnapshot,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    loads: list[Job] = []
+    make_job = jobs.load_predictor
+    monkeypatch.setattr(jobs, "load_predictor", lambda path: loads.append(make_job(path)) or loads[-1])
+    page = window.evaluate_page
+    window.tabs.setCurrentWidget(page)
+    page.show_snapshot(exported_mistakes)
+    preview = find("mistakeHeatmapPreview", QLabel)
+    view = page.mistakes_view
+    assert view.model().rowCount() == 4 and preview.source.isNull()
+
+    view.selectRow(0)
+    qtbot.waitUntil(lambda: not preview.source.isNull(), timeout=60_000)
+    shown = preview.pixmap()
+    assert not shown.isNull() and shown.width() / shown.height() == pytest.approx(320 / 160, rel=0.02)
+    predictor = Predictor(exported_mistakes.model_path, device="cpu")
+    expected = predictor.predict_paths([view.path_at(0)], top_k=1, heatmaps=True)[0]
+    drawn = overlay(load_rgb(view.path_at(0)), np.asarray(expected.heatmap, dtype=np.float32),
+                    predictor.info.preprocessing)
+    assert np.array_equal(pixels(preview.source), np.asarray(drawn))
+    assert find("mistakeHeatmapCaption", QLabel).text() == (f"Where the model saw “{expected.label}” "
+                                                            f"({expected.confidence:.1%})")
+
+    view.selectRow(2)  # the model stays loaded
+    size = load_rgb(view.path_at(2)).size  # square: the wide photo's preview is gone
+    qtbot.waitUntil(lambda: (preview.source.width(), preview.source.height()) == size, timeout=60_000)
+    assert len(loads) == 1
+
+
+def test_without_an_exported_model_the_preview_asks_for_one(window: MainWindow, find, two_splits: RunSnapshot,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    loads: list[Path] = []
+    monkeypatch.setattr(jobs, "load_predictor", loads.append)
+    page = window.evaluate_page
+    window.tabs.setCurrentWidget(page)
+    page.show_snapshot(two_splits)
+    page.mistakes_view.selectRow(0)
+    preview = find("mistakeHeatmapPreview", QLabel)
+    assert preview.text() == NO_MODEL_MESSAGE and preview.pixmap().isNull() and not loads

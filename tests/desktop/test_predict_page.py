@@ -1,5 +1,7 @@
 """The Predict page with a stand-in predictor: thumbnails while a prediction runs, only its own jobs' events
-count, and saving the results (the engine's CSV, off the GUI thread, a failed save said plainly)."""
+count, and saving the results (the engine's CSV, off the GUI thread, a failed save said plainly). With the real
+exported model: the heatmap toggle, and the selected photo's preview with its heatmap (superseded ones cancelled);
+a model without heatmap outputs leaves the toggle off, saying why."""
 
 from __future__ import annotations
 
@@ -8,15 +10,19 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFileDialog
+from PySide6.QtWidgets import QCheckBox, QFileDialog, QLabel
 
+from desktop import jobs
 from desktop.pages.predict import PredictPage
 from desktop.predictor_app import PredictorWindow
 from desktop.workers import Job
 from engine.control import RunControl
 from engine.events import BatchPredicted, EventSink
+from engine.heatmaps import overlay
+from engine.images import load_rgb
 from engine.predict import Prediction
 from engine.prediction_csv import predictions_csv
 
@@ -28,7 +34,7 @@ class HeldPredictor:
         self.release = threading.Event()
 
     def predict_paths(self, paths: Sequence[Path], *, top_k: int, on_event: EventSink,
-                      control: RunControl) -> list[Prediction]:
+                      control: RunControl, heatmaps: bool = False) -> list[Prediction]:
         predictions = [Prediction(str(path), (("cat", 0.75), ("dog", 0.25))[:top_k]) for path in paths]
         on_event(BatchPredicted(tuple(predictions[:2]), 2, len(paths)))
         self.release.wait(60)
@@ -116,3 +122,94 @@ def test_copy_into_class_folders_from_the_button(page: PredictPage, qtbot, photo
     assert [p.name for p in (out / "_unsure").iterdir()] == ["1.png"]
     assert all(photo.is_file() for photo in photos)
     assert (out / "cat" / "0.png").read_bytes() == photos[0].read_bytes()
+
+
+def _expected_overlay(page: PredictPage, row: int) -> np.ndarray:
+    """The engine's overlay of row ``row``'s heatmap on its photo (smaller than the preview's limit: full size)."""
+    prediction = page.results[row]
+    heatmap = np.asarray(prediction.heatmap, dtype=np.float32)
+    return np.asarray(overlay(load_rgb(prediction.path), heatmap, page.predictor.info.preprocessing))
+
+
+@pytest.fixture
+def real_page(predictor_window: PredictorWindow, qtbot, exported_model: Path) -> PredictPage:
+    """The page with the session's exported model (it has heatmap outputs) loaded."""
+    page = predictor_window.page
+    page.load_model(exported_model)
+    qtbot.waitUntil(lambda: page.predictor is not None and not page.runner.busy, timeout=60_000)
+    return page
+
+
+@pytest.fixture
+def odd_photos(tmp_path: Path, make_image) -> list[Path]:
+    """A wide, a tall and a square photo."""
+    return [make_image(tmp_path / "odd" / name, size=size)
+            for name, size in (("wide.png", (320, 200)), ("tall.png", (200, 300)), ("square.png", (240, 240)))]
+
+
+def test_the_selected_photo_is_shown_with_its_heatmap(real_page: PredictPage, qtbot, odd_photos: list[Path],
+                                                      pixels) -> None:
+    page = real_page
+    toggle = page.findChild(QCheckBox, "heatmapToggle")
+    preview = page.findChild(QLabel, "heatmapPreview")
+    assert toggle.isEnabled() and not toggle.isChecked()
+    qtbot.mouseClick(toggle, Qt.MouseButton.LeftButton)
+    assert toggle.isChecked()
+    page.classify(odd_photos)
+    qtbot.waitUntil(lambda: len(page.results) == 3 and not page.runner.busy, timeout=60_000)
+    assert all(np.asarray(p.heatmap).shape == (7, 7) for p in page.results)  # 224 crop, stride 32
+
+    page.predictions_view.selectRow(0)
+    qtbot.waitUntil(lambda: not preview.source.isNull(), timeout=30_000)
+    shown = preview.pixmap()
+    assert not shown.isNull() and shown.width() / shown.height() == pytest.approx(320 / 200, rel=0.02)
+    assert np.array_equal(pixels(preview.source), _expected_overlay(page, 0))
+    assert page.preview_caption.text() == (f"wide.png: where the model saw “{page.results[0].label}” "
+                                           f"({page.results[0].confidence:.1%})")
+
+    toggle.setChecked(False)  # the plain photo
+    plain = np.asarray(load_rgb(odd_photos[0]))
+    qtbot.waitUntil(lambda: np.array_equal(pixels(preview.source), plain), timeout=30_000)
+
+    page.on_clear_clicked()
+    assert preview.source.isNull() and preview.pixmap().isNull()
+
+
+def test_a_superseded_preview_is_cancelled(real_page: PredictPage, qtbot, odd_photos: list[Path], pixels,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    page = real_page
+    page.heatmap_toggle.setChecked(True)
+    page.classify(odd_photos)
+    qtbot.waitUntil(lambda: len(page.results) == 3 and not page.runner.busy, timeout=60_000)
+    made: list[Job] = []
+    make_job = jobs.photo_preview
+    monkeypatch.setattr(jobs, "photo_preview", lambda *args: made.append(make_job(*args)) or made[-1])
+    page.predictions_view.selectRow(0)
+    page.predictions_view.selectRow(1)
+    assert len(made) == 2 and made[0].control.cancelled and not made[1].control.cancelled
+    qtbot.waitUntil(lambda: not page.file_runner.busy, timeout=30_000)
+    assert np.array_equal(pixels(page.preview.source), _expected_overlay(page, 1))
+    assert page.preview.pixmap().width() / page.preview.pixmap().height() == pytest.approx(200 / 300, rel=0.02)
+
+
+def test_a_model_without_heatmaps_turns_the_toggle_off_and_says_why(real_page: PredictPage, qtbot,
+                                                                    exported_model: Path, tmp_path: Path,
+                                                                    odd_photos: list[Path], pixels,
+                                                                    without_heatmaps) -> None:
+    page = real_page
+    page.heatmap_toggle.setChecked(True)
+    page.load_model(without_heatmaps(exported_model, tmp_path / "old.onnx"))
+    qtbot.waitUntil(lambda: Path(page.predictor.info.path).name == "old.onnx" and not page.runner.busy,
+                    timeout=60_000)
+    toggle = page.heatmap_toggle
+    assert not toggle.isEnabled() and not toggle.isChecked()
+    assert toggle.toolTip().startswith("No heatmaps: this model was exported before heatmaps existed")
+    assert "export it again" in toggle.toolTip()
+
+    page.classify(odd_photos[:1])  # classifies as before, and the preview shows the plain photo
+    qtbot.waitUntil(lambda: len(page.results) == 1 and not page.runner.busy, timeout=60_000)
+    assert page.results[0].heatmap is None and page.results[0].error is None
+    page.predictions_view.selectRow(0)
+    plain = np.asarray(load_rgb(odd_photos[0]))
+    qtbot.waitUntil(lambda: not page.preview.source.isNull(), timeout=30_000)
+    assert np.array_equal(pixels(page.preview.source), plain)

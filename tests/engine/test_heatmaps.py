@@ -3,12 +3,10 @@ the overlay files `predict --heatmaps` writes, and the error for models that can
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import torch
 import torch.nn.functional as F
@@ -28,7 +26,7 @@ from engine.heatmaps import (
     write_overlay,
 )
 from engine.images import preprocess_for_model
-from engine.onnx_metadata import CAM_WEIGHTS_OUTPUT, FEATURE_MAP_OUTPUT, METADATA_KEY, HeatmapsUnavailableError
+from engine.onnx_metadata import CAM_WEIGHTS_OUTPUT, FEATURE_MAP_OUTPUT, HeatmapsUnavailableError
 from engine.predict import Predictor
 from engine.preprocessing import Preprocessing
 from engine.training.config import TrainConfig
@@ -205,26 +203,10 @@ def test_predict_heatmaps_writes_one_overlay_per_photo_and_never_overwrites(
     assert sorted(path.name for path in out.iterdir()) == sorted([*first, f"{stems[2]}-2.png"])
 
 
-def _rewritten(model: Path, target: Path, heatmaps: dict | None) -> Path:
-    """``model`` without its heatmap outputs, its metadata's ``heatmaps`` entry replaced (None: removed)."""
-    proto = onnx.load(model)
-    kept = [output for output in proto.graph.output if output.name not in (FEATURE_MAP_OUTPUT, CAM_WEIGHTS_OUTPUT)]
-    del proto.graph.output[:]
-    proto.graph.output.extend(kept)
-    entry = next(prop for prop in proto.metadata_props if prop.key == METADATA_KEY)
-    document = json.loads(entry.value)
-    document.pop("heatmaps")
-    if heatmaps is not None:
-        document["heatmaps"] = heatmaps
-    entry.value = json.dumps(document)
-    onnx.save(proto, target)
-    return target
-
-
 def test_models_without_heatmaps_still_predict_and_say_why_there_are_none(
-        exported_model: Path, sample_data: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+        exported_model: Path, sample_data: Path, tmp_path: Path, capsys, without_heatmaps) -> None:  # noqa: ANN001
     photo = str(next(sample_data.rglob("*.jpg")))
-    old = _rewritten(exported_model, tmp_path / "old.onnx", None)  # as exported before heatmaps existed
+    old = without_heatmaps(exported_model, tmp_path / "old.onnx", None)  # as exported before heatmaps existed
     assert Predictor(old, device="cpu").predict_paths([photo])[0].error is None
     with pytest.raises(HeatmapsUnavailableError, match=r"old\.onnx: .*exported before heatmaps.*export it again"):
         Predictor(old, device="cpu").predict_paths([photo], heatmaps=True)
@@ -233,7 +215,7 @@ def test_models_without_heatmaps_still_predict_and_say_why_there_are_none(
     assert "export it again" in capsys.readouterr().err and not out.exists()
 
     reason = "mobilenet_v3_large: the backbone transforms the pooled features before the linear head"
-    other = _rewritten(exported_model, tmp_path / "other.onnx", {"unavailable": reason})
+    other = without_heatmaps(exported_model, tmp_path / "other.onnx", {"unavailable": reason})
     with pytest.raises(HeatmapsUnavailableError, match=f"this model has no heatmaps: {reason}"):
         Predictor(other, device="cpu").predict_paths([photo], heatmaps=True)
 
