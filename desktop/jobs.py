@@ -287,6 +287,17 @@ def save_predictions(predictions: Sequence[Any], path: Path) -> Job:
     return Job(f"Saving {len(predictions)} result(s) to {path.name}", run)
 
 
+def add_correction(run_dir: Path, photo: str, label: str, predicted: str | None) -> Job:
+    """Copy ``photo`` into the run's dataset as ``label`` (engine.corrections); the Correction."""
+
+    def run(_on_event: EventSink, _control: RunControl) -> Any:
+        from engine.corrections import add_correction as add
+
+        return add(run_dir, photo, label, predicted)
+
+    return Job(f"Adding {Path(photo).name} to the dataset as {label}", run)
+
+
 def sort_into_folders(predictions: Sequence[Any], folder: Path) -> Job:
     """Copy the predicted photos into one folder per class under ``folder`` (engine.sort_into); the SortResult."""
 

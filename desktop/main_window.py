@@ -36,7 +36,8 @@ from desktop.worker_window import WorkerWindow
 from desktop.workers import Job, JobRunner
 from engine import __version__
 from engine.dataset.report import ScanReport
-from engine.training.run_folder import RUN_FILE
+from engine.errors import BadInputError
+from engine.training.run_folder import RUN_FILE, read_run
 
 
 def _package_version(*names: str) -> str:
@@ -121,6 +122,7 @@ class MainWindow(WorkerWindow):
         self.evaluate_page.run_opened.connect(self.on_run_opened)
         self.evaluate_page.model_exported.connect(self.on_model_exported)
         self.predict_page.model_loaded.connect(self.on_model_loaded)
+        self.predict_page.retrain_requested.connect(self.on_retrain_requested)
         for runner in self.runners.values():
             runner.started.connect(self.on_activity_changed)
             runner.finished.connect(self.on_activity_changed)
@@ -252,6 +254,19 @@ class MainWindow(WorkerWindow):
     @Slot(object)
     def on_model_loaded(self, path: Path) -> None:
         self.settings.add_recent("model", path)
+
+    @Slot(object)
+    def on_retrain_requested(self, run_dir: Path) -> None:
+        """A new run like ``run_dir``'s, on its dataset with the corrections the Predict page added to it."""
+        try:
+            info = read_run(run_dir)
+        except BadInputError as exc:
+            self.notice.show_message(str(exc))
+            return
+        if self.train_page.retrain(info):
+            self.tabs.setCurrentWidget(self.train_page)
+        else:
+            self.notice.show_message("Training is busy: stop it, or wait for it to end, then retrain.")
 
     @Slot()
     def on_open_dataset(self) -> None:

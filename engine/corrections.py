@@ -1,6 +1,6 @@
 """Corrections of a run's predictions made in the app ("this photo is a cat"): the photo is copied into the run's
 dataset, into the class folder the next run trains on (never moved from where the person keeps it), and recorded in
-the run's ``corrections.jsonl``, one JSON line each, appended and fsynced::
+the run's ``corrections.jsonl``, one JSON line each (appended by an atomic rewrite: never a torn line)::
 
     {"photo": str, "label": str, "predicted": str | null, "copy": str, "time": str}
 
@@ -11,11 +11,10 @@ can be undone): a copy in another class would file one photo under two labels.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engine.atomic import copy_without_overwriting
+from engine.atomic import append_line_atomic, copy_without_overwriting
 from engine.dataset.scan import training_class_folder
 from engine.errors import BadInputError
 from engine.time_format import utc_now_iso
@@ -50,16 +49,13 @@ def add_correction(run_dir: Path | str, photo: Path | str, label: str, predicted
     except OSError as exc:
         raise BadInputError(f"{photo}: could not be copied into {root} ({exc.strerror or exc})") from exc
     correction = Correction(str(photo), label, predicted, str(copy), utc_now_iso())
-    with (Path(run_dir) / CORRECTIONS_FILE).open("a", encoding="utf-8") as journal:
-        journal.write(json.dumps(asdict(correction), ensure_ascii=False) + "\n")
-        journal.flush()
-        os.fsync(journal.fileno())
+    append_line_atomic(Path(run_dir) / CORRECTIONS_FILE, json.dumps(asdict(correction), ensure_ascii=False))
     return correction
 
 
 def read_corrections(run_dir: Path | str) -> list[Correction]:
-    """The run's corrections, oldest first; a last line cut short by a crash is left out, any other damage is
-    refused (BadInputError naming the file and line)."""
+    """The run's corrections, oldest first; a damaged line (edited by hand) is refused, naming the file and line,
+    except a last line cut short, which is left out."""
     path = Path(run_dir) / CORRECTIONS_FILE
     if not path.is_file():
         return []

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, Qt, QUrl, Signal, Slot
+from PySide6.QtCore import QModelIndex, QPoint, Qt, QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices, QFont, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QMenu,
     QProgressBar,
     QPushButton,
     QSplitter,
@@ -105,6 +106,7 @@ class EvaluatePage(QWidget):
         self._heatmap_model_problem: str | None = None  # why it could not be loaded
         self._heatmap_load_job: Job | None = None
         self._mistake_job: Job | None = None  # the selected mistake's heatmap, being made
+        self._relabels: dict[Job, tuple[int, str]] = {}  # a mistake moved to its right class -> (row, class)
 
         self.run_label = QLabel("No run yet: train a model, or open a run folder (File → Open run…).",
                                 objectName="evaluateRunLabel")
@@ -159,6 +161,8 @@ class EvaluatePage(QWidget):
         self.mistakes_view.setObjectName("mistakesView")
         self.mistakes_view.setToolTip("Double-click to open the photo")
         self.mistakes_view.selectionModel().currentRowChanged.connect(self.on_current_mistake_changed)
+        self.mistakes_view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.mistakes_view.customContextMenuRequested.connect(self.on_mistake_menu)
         mistakes_split, self.mistake_preview, self.mistake_caption = beside_preview(self.mistakes_view,
                                                                                    "mistakeHeatmapPreview")
         mistakes_split.setObjectName("mistakesSplitter")
@@ -396,9 +400,35 @@ class EvaluatePage(QWidget):
         elif job is self._export_job:
             self._show_export(result)
 
+    def relabel(self, row: int, label: str) -> None:
+        """The mistake in ``row`` is really ``label``: move the photo to that class folder in the dataset, through
+        the dataset's journal (Undo on the Data page's doctor view); the next run trains on it so."""
+        if self.snapshot is None:
+            return
+        job = self.thumbnail_runner.submit(jobs.move_to_class(Path(self.snapshot.info.data_dir),
+                                                              [self.mistakes_view.path_at(row)], label))
+        self._relabels[job] = (row, label)
+
+    @Slot(QPoint)
+    def on_mistake_menu(self, position: QPoint) -> None:
+        row = self.mistakes_view.indexAt(position).row()
+        if row < 0 or self.snapshot is None:
+            return
+        menu = QMenu(self)
+        for label in self.snapshot.info.labels:
+            menu.addAction(f"Its class is really {label}: move it there").triggered.connect(
+                lambda _=False, chosen=label: self.relabel(row, chosen))
+        menu.exec(self.mistakes_view.viewport().mapToGlobal(position))
+
     @Slot(object, object)
     def on_thumbnail_runner_returned(self, job: Job, result: Any) -> None:
-        if job is self._thumbnail_job:
+        if job in self._relabels:
+            row, label = self._relabels.pop(job)
+            moved = result[0]
+            self.mistakes_view.items.item(row, 1).setText(f"{label} (moved)")
+            self.export_status.setText(f"Moved {moved.source} to {moved.destination} in the dataset; the next run "
+                                       "trains on it as " + label + " (undo: the dataset doctor's Undo)")
+        elif job is self._thumbnail_job:
             self.mistakes_view.set_thumbnails(result)
         elif job is self._heatmap_load_job:
             self._heatmap_model = result
@@ -414,7 +444,10 @@ class EvaluatePage(QWidget):
 
     @Slot(object, str, str)
     def on_thumbnail_runner_failed(self, job: Job, message: str, _details: str) -> None:
-        if job is self._heatmap_load_job:
+        if job in self._relabels:
+            self._relabels.pop(job)
+            self.export_status.setText(f"Could not move the photo: {message}")
+        elif job is self._heatmap_load_job:
             self._heatmap_model_problem = message
             self._show_mistake_heatmap()
         elif job is self._mistake_job:

@@ -14,14 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, Qt, Signal, Slot
-from PySide6.QtGui import QStandardItem
+from PySide6.QtCore import QModelIndex, QPoint, Qt, Signal, Slot
+from PySide6.QtGui import QKeySequence, QShortcut, QStandardItem
 from PySide6.QtWidgets import (
     QCheckBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMenu,
     QProgressBar,
     QPushButton,
     QStyle,
@@ -39,6 +40,7 @@ from desktop.workers import Job, JobRunner
 from engine.events import BatchPredicted, Progress
 from engine.images import IMAGE_EXTENSIONS
 from engine.preprocessing import Preprocessing
+from engine.training.run_folder import RUN_FILE
 
 PHOTO_FILTER = f"Images ({' '.join(f'*{ext}' for ext in sorted(IMAGE_EXTENSIONS))});;All files (*)"
 HEATMAP_TIP = ("Also find where the model looked in each photo (the class activation map of its top class); "
@@ -48,6 +50,7 @@ NO_MODEL_TIP = "Open a model first: heatmaps come from the model"
 
 class PredictPage(QWidget):
     model_loaded = Signal(object)  # Path
+    retrain_requested = Signal(object)  # the loaded model's run folder, after corrections were added
 
     def __init__(self, runner: JobRunner, file_runner: JobRunner, settings: AppSettings,
                  parent: QWidget | None = None) -> None:
@@ -69,6 +72,9 @@ class PredictPage(QWidget):
         self._result_preprocessing: list[Preprocessing | None] = []  # per result: where its heatmap lies (None: none)
         self._preview_job: Job | None = None  # the selected row's photo, being drawn
         self._preview_caption = ""  # shown with that photo once it arrives
+        self._run_dir: Path | None = None  # the loaded model's run folder (corrections go to its dataset)
+        self._corrections: dict[Job, int] = {}  # correction job -> its row
+        self._corrected = 0  # corrections added since the model loaded
 
         self.model_edit = QLineEdit(objectName="modelPathEdit")
         self.model_edit.setReadOnly(True)
@@ -106,6 +112,12 @@ class PredictPage(QWidget):
         self.predictions_view.setItemDelegateForColumn(2, ProbabilityBarsDelegate(self.predictions_view))
         self.predictions_view.horizontalHeader().resizeSection(1, 220)
         self.predictions_view.selectionModel().currentRowChanged.connect(self.on_current_row_changed)
+        self.predictions_view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.predictions_view.customContextMenuRequested.connect(self.on_context_menu)
+        for number in range(1, 10):  # key N: the selected photos are of class N (the menu shows the numbers)
+            shortcut = QShortcut(QKeySequence(str(number)), self.predictions_view)
+            shortcut.setContext(Qt.ShortcutContext.WidgetShortcut)
+            shortcut.activated.connect(lambda n=number: self.correct_selected(n - 1))
         results, self.preview, self.preview_caption = beside_preview(self.predictions_view, "heatmapPreview")
         results.setObjectName("predictSplitter")
         self.save_button = QPushButton("Save results…", objectName="saveResultsButton")
@@ -116,6 +128,10 @@ class PredictPage(QWidget):
         self.sort_button.setToolTip("Copy each photo into a folder named after its class (unsure ones into "
                                     "_unsure/); the originals stay where they are and nothing is overwritten")
         self.sort_button.clicked.connect(self.on_sort_clicked)
+        self.retrain_button = QPushButton("Retrain with corrections", objectName="retrainButton")
+        self.retrain_button.setToolTip("Train a new run with the same options on the dataset, now with the photos "
+                                       "you corrected (right-click a result, or press its class's number)")
+        self.retrain_button.clicked.connect(self.on_retrain_clicked)
 
         model_row = QHBoxLayout()
         model_row.addWidget(QLabel("Model:"))
@@ -126,6 +142,7 @@ class PredictPage(QWidget):
         bottom.addWidget(self.status, 1)
         bottom.addWidget(self.clear_button)
         bottom.addWidget(self.sort_button)
+        bottom.addWidget(self.retrain_button)
         bottom.addWidget(self.save_button)
         layout = QVBoxLayout(self)
         layout.addLayout(model_row)
@@ -238,6 +255,26 @@ class PredictPage(QWidget):
         self.save_button.setEnabled(bool(self.results))
         self.clear_button.setEnabled(bool(self.results))
         self.sort_button.setEnabled(bool(self.results))
+        self.retrain_button.setEnabled(self._run_dir is not None and self._corrected > 0)
+
+    def correct(self, rows: Sequence[int], label: str) -> None:
+        """Add the photos of ``rows`` to the loaded model's dataset as ``label`` (copied, on the file runner)."""
+        if self._run_dir is None:
+            self.status.setText("Corrections go to the model's own dataset: open the model.onnx in its run folder.")
+            return
+        for row in rows:
+            prediction = self.results[row]
+            if prediction.error is None:
+                job = self.file_runner.submit(jobs.add_correction(self._run_dir, prediction.path, label,
+                                                                  prediction.label))
+                self._corrections[job] = row
+
+    def correct_selected(self, index: int) -> None:
+        """The selected photos are of the loaded model's class number ``index`` (a key press)."""
+        labels = self.predictor.info.labels if self.predictor is not None else ()
+        rows = sorted({i.row() for i in self.predictions_view.selectionModel().selectedRows()})
+        if index < len(labels) and rows:
+            self.correct(rows, labels[index])
 
     def _update_heatmap_toggle(self) -> None:
         """Enabled only for a loaded model with heatmap outputs; otherwise off, its tooltip saying why."""
@@ -320,6 +357,29 @@ class PredictPage(QWidget):
             self.settings.remember_folder("sorted", Path(folder))
             self.sort_into_folders(Path(folder))
 
+    @Slot(QPoint)
+    def on_context_menu(self, position: QPoint) -> None:
+        row = self.predictions_view.indexAt(position).row()
+        if row < 0 or self.predictor is None or self.results[row].error is not None:
+            return
+        rows = sorted({i.row() for i in self.predictions_view.selectionModel().selectedRows()} | {row})
+        menu = QMenu(self)
+        if self._run_dir is None:
+            menu.addAction("Corrections need the model's run folder: open model.onnx from its run").setEnabled(False)
+        else:
+            predicted = self.results[row].label
+            menu.addAction(f"Right: it is {predicted}").triggered.connect(lambda: self.correct(rows, predicted))
+            menu.addSeparator()
+            for number, label in enumerate(self.predictor.info.labels, start=1):
+                action = menu.addAction(f"It is {label}\t{number}" if number < 10 else f"It is {label}")
+                action.triggered.connect(lambda _=False, chosen=label: self.correct(rows, chosen))
+        menu.exec(self.predictions_view.viewport().mapToGlobal(position))
+
+    @Slot()
+    def on_retrain_clicked(self) -> None:
+        if self._run_dir is not None:
+            self.retrain_requested.emit(self._run_dir)
+
     @Slot()
     def on_cancel_clicked(self) -> None:
         self.cancel()
@@ -367,6 +427,10 @@ class PredictPage(QWidget):
                                     f"running on {self.predictor.provider}")
             self._heatmaps_unavailable = result.heatmaps_unavailable
             self._update_heatmap_toggle()
+            model = Path(info.path)
+            self._run_dir = model.parent if (model.parent / RUN_FILE).is_file() else None
+            self._corrected = 0
+            self._update_buttons()
             self.model_loaded.emit(Path(info.path))
         elif job in self._predict_jobs:
             self._add_results(result[self._rows_shown[job]:])  # inputs that named no image (not in a batch)
@@ -384,6 +448,14 @@ class PredictPage(QWidget):
         elif job in self._saves:
             path, count = self._saves[job]
             self.status.setText(f"Saved {count} result(s) to {path}")
+        elif job in self._corrections:
+            row, self._corrected = self._corrections[job], self._corrected + 1
+            name = self.predictions_view.items.item(row, 1)
+            name.setText(f"{Path(result.photo).name} → {result.label} ✓")
+            name.setToolTip(f"Copied into the dataset as {result.copy}")
+            self.status.setText(f"Added {Path(result.copy).name} to the dataset as “{result.label}” · "
+                                f"{self._corrected} correction(s): Retrain with corrections to use them")
+            self._update_buttons()
         elif job in self._sorts:
             failed = f", {len(result.failed)} not copied (listed in it)" if result.failed else ""
             self.status.setText(f"Copied {result.copied} photo(s) into class folders in {result.folder} "
@@ -399,6 +471,8 @@ class PredictPage(QWidget):
             self.status.setText(f"Could not save the results to {path}: {message}")
         elif job in self._sorts:
             self.status.setText(f"Could not copy into {self._sorts[job]}: {message}")
+        elif job in self._corrections:
+            self.status.setText(f"Could not add the correction: {message}")
 
     @Slot(object)
     def on_file_job_finished(self, job: Job) -> None:
@@ -407,6 +481,7 @@ class PredictPage(QWidget):
         self._thumbnail_jobs.discard(job)
         self._saves.pop(job, None)
         self._sorts.pop(job, None)
+        self._corrections.pop(job, None)
 
     @Slot(object, str, str)
     def on_failed(self, job: Job, message: str, _details: str) -> None:

@@ -20,6 +20,7 @@ from desktop.main_window import MainWindow
 from desktop.pages.evaluate import NO_MODEL_MESSAGE
 from desktop.widgets.calibration_view import CalibrationView
 from desktop.workers import Job
+from engine.dataset.journal import read_history
 from engine.evaluation.calibration import calibrate
 from engine.evaluation.metrics import evaluate_predictions, evaluation_document, mistakes
 from engine.events import Progress
@@ -302,3 +303,20 @@ def test_without_an_exported_model_the_preview_asks_for_one(window: MainWindow, 
     page.mistakes_view.selectRow(0)
     preview = find("mistakeHeatmapPreview", QLabel)
     assert preview.text() == NO_MODEL_MESSAGE and preview.pixmap().isNull() and not loads
+
+
+def test_a_mistake_relabelled_moves_the_photo_in_the_dataset_through_the_journal(
+        window: MainWindow, qtbot, make_image, make_run_info, tmp_path: Path) -> None:
+    data = tmp_path / "data"  # make_run_info's data_dir for tmp_path / "run"
+    photos = [str(make_image(data / name / f"{name}-{i}.png")) for name in ("cat", "dog") for i in range(3)]
+    # dog-0.png is filed under dog/ but the model says cat, and the person agrees: it is a cat.
+    split = evaluate_predictions(["cat", "dog"], [0, 0, 0, 1, 1, 1], np.eye(2)[[0, 0, 0, 0, 1, 1]], photos)
+    evaluation = evaluation_document(["cat", "dog"], split, None, train_counts=[3, 3])
+    page = window.evaluate_page
+    page.show_snapshot(RunSnapshot(make_run_info(tmp_path / "run"), [], evaluation, None))
+    assert page.mistakes_view.path_at(0) == photos[3]
+    page.relabel(0, "cat")
+    qtbot.waitUntil(lambda: page.export_status.text().startswith(("Moved", "Could not")), timeout=30_000)
+    assert (data / "cat" / "dog-0.png").is_file() and not Path(photos[3]).exists()
+    assert page.mistakes_view.items.item(0, 1).text() == "cat (moved)"
+    assert [(r.source, r.destination) for r in read_history(data).undoable] == [("dog/dog-0.png", "cat/dog-0.png")]

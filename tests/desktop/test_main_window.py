@@ -217,3 +217,17 @@ def test_menu_shortcuts_are_the_readmes_and_work(window: MainWindow, qtbot, make
     assert dialogs[-1] == "getSaveFileName"
     qtbot.keyClick(window, Qt.Key.Key_Q, ctrl)
     assert not window.isVisible()
+
+
+def test_retrain_from_the_predict_page_starts_on_the_train_page(window: MainWindow, trained_run: Path,
+                                                                 tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list = []
+    monkeypatch.setattr(window.train_page, "retrain", lambda info: asked.append(info) or True)
+    window.predict_page.retrain_requested.emit(trained_run)
+    assert [info.path for info in asked] == [trained_run]
+    assert window.tabs.currentWidget() is window.train_page
+    window.tabs.setCurrentWidget(window.predict_page)
+    window.predict_page.retrain_requested.emit(tmp_path)  # not a run folder (any more): said, nothing started
+    assert len(asked) == 1 and "not a run folder" in window.notice.message.text()
+    assert window.tabs.currentWidget() is window.predict_page

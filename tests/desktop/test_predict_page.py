@@ -1,10 +1,13 @@
 """The Predict page with a stand-in predictor: thumbnails while a prediction runs, only its own jobs' events
 count, and saving the results (the engine's CSV, off the GUI thread, a failed save said plainly). With the real
 exported model: the heatmap toggle, and the selected photo's preview with its heatmap (superseded ones cancelled);
-a model without heatmap outputs leaves the toggle off, saying why."""
+a model without heatmap outputs leaves the toggle off, saying why; corrections copied into the model's dataset
+and the retrain request."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -13,18 +16,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QCheckBox, QFileDialog, QLabel
+from PySide6.QtWidgets import QCheckBox, QFileDialog, QLabel, QPushButton
 
 from desktop import jobs
 from desktop.pages.predict import PredictPage
 from desktop.predictor_app import PredictorWindow
 from desktop.workers import Job
 from engine.control import RunControl
+from engine.corrections import read_corrections
 from engine.events import BatchPredicted, EventSink
 from engine.heatmaps import overlay
 from engine.images import load_rgb
 from engine.predict import Prediction
 from engine.prediction_csv import predictions_csv
+from engine.training import run_folder as rf
 
 
 class HeldPredictor:
@@ -213,3 +218,56 @@ def test_a_model_without_heatmaps_turns_the_toggle_off_and_says_why(real_page: P
     plain = np.asarray(load_rgb(odd_photos[0]))
     qtbot.waitUntil(lambda: not page.preview.source.isNull(), timeout=30_000)
     assert np.array_equal(pixels(page.preview.source), plain)
+
+
+@pytest.fixture
+def own_run(trained_run: Path, exported_model: Path, tmp_path: Path) -> Path:
+    """A copy of the session's exported run whose dataset is a private copy: corrections write into it."""
+    run_dir, data = tmp_path / "run", tmp_path / "data"
+    shutil.copytree(rf.read_run(trained_run).data_dir, data)
+    run_dir.mkdir()
+    shutil.copy(exported_model, run_dir / "model.onnx")
+    document = json.loads((trained_run / rf.RUN_FILE).read_text(encoding="utf-8"))
+    (run_dir / rf.RUN_FILE).write_text(json.dumps({**document, "data_dir": str(data)}), encoding="utf-8")
+    return run_dir
+
+
+def test_a_correction_copies_the_photo_into_the_dataset_and_enables_retraining(
+        predictor_window: PredictorWindow, qtbot, own_run: Path, odd_photos: list[Path]) -> None:
+    page = predictor_window.page
+    page.load_model(own_run / "model.onnx")
+    qtbot.waitUntil(lambda: page.predictor is not None and not page.runner.busy, timeout=60_000)
+    page.classify(odd_photos)
+    qtbot.waitUntil(lambda: len(page.results) == 3 and not page.runner.busy, timeout=60_000)
+    retrain = page.findChild(QPushButton, "retrainButton")
+    assert not retrain.isEnabled()  # nothing corrected yet
+    labels = page.predictor.info.labels
+    page.predictions_view.selectRow(1)
+    predictor_window.activateWindow()
+    page.predictions_view.setFocus()
+    qtbot.waitUntil(page.predictions_view.hasFocus, timeout=5_000)
+    qtbot.keyClick(page.predictions_view, Qt.Key.Key_2)  # the tall photo is of class 2
+    qtbot.waitUntil(lambda: page.status.text().startswith(("Added", "Could not")), timeout=30_000)
+    data = Path(rf.read_run(own_run).data_dir)
+    assert (data / labels[1] / "tall.png").read_bytes() == odd_photos[1].read_bytes() and odd_photos[1].is_file()
+    assert [(c.label, Path(c.photo).name) for c in read_corrections(own_run)] == [(labels[1], "tall.png")]
+    assert page.predictions_view.items.item(1, 1).text() == f"tall.png → {labels[1]} ✓"
+    assert retrain.isEnabled()
+    with qtbot.waitSignal(page.retrain_requested, timeout=5_000) as requested:
+        qtbot.mouseClick(retrain, Qt.MouseButton.LeftButton)
+    assert requested.args == [own_run]
+
+
+def test_corrections_need_the_models_run_folder(real_page: PredictPage, qtbot, odd_photos: list[Path],
+                                                exported_model: Path, tmp_path: Path) -> None:
+    alone = tmp_path / "alone" / "model.onnx"
+    alone.parent.mkdir()
+    shutil.copy(exported_model, alone)
+    page = real_page
+    page.load_model(alone)
+    qtbot.waitUntil(lambda: page.predictor is not None and not page.runner.busy, timeout=60_000)
+    page.classify(odd_photos[:1])
+    qtbot.waitUntil(lambda: len(page.results) == 1 and not page.runner.busy, timeout=60_000)
+    page.correct([0], page.predictor.info.labels[0])
+    assert "open the model.onnx in its run folder" in page.status.text()
+    assert not page.findChild(QPushButton, "retrainButton").isEnabled()

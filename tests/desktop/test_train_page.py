@@ -3,6 +3,7 @@ opened run's curves, options and plan."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel
 
+import desktop.pages.train as train_module
 from desktop import paths
 from desktop.jobs import RunSnapshot
 from desktop.pages.train import TrainPage
@@ -73,3 +75,26 @@ def test_an_opened_run_shows_its_curves_options_and_plan(page: TrainPage, make_r
     assert page.options_form.options()["batch_size"] == 8
     assert page.run_label.text() == f"Run folder: {tmp_path} (cancelled)"
     assert not page.resume_button.isHidden()
+
+
+def test_retrain_starts_a_new_run_with_the_runs_dataset_and_options(page: TrainPage, qtbot, make_run_info,
+                                                                     tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """"Retrain with corrections": the run's dataset folder and options, a new run folder; refused while busy."""
+    started: list[tuple] = []
+    hold = threading.Event()
+
+    def fake_train(data_dir: Path, run_dir: Path, config: TrainConfig) -> Job:
+        started.append((data_dir, run_dir, config))
+        return Job("Training", lambda _e, control: hold.wait(30) and control.check())
+
+    monkeypatch.setattr(train_module.jobs, "train", fake_train)
+    info = make_run_info(tmp_path / "old-run", config=TrainConfig(epochs=3, seed=7))
+    assert page.retrain(info)
+    assert len(started) == 1
+    data_dir, run_dir, config = started[0]
+    assert data_dir == Path(info.data_dir) and config == info.config and run_dir != info.path
+    assert page.options_form.config().epochs == 3 and page.options_form.config().seed == 7
+    assert not page.retrain(info) and len(started) == 1  # training: refused, nothing started
+    hold.set()
+    qtbot.waitUntil(lambda: not page.runner.busy, timeout=30_000)
