@@ -3,6 +3,8 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import gc
+import json
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from desktop.main_window import MainWindow
 from desktop.predictor_app import PredictorWindow
 from desktop.settings import AppSettings
 from engine.preprocessing import Preprocessing
+from engine.training import run_folder as rf
 from engine.training.config import TrainConfig
 from engine.training.run_folder import RunInfo
 
@@ -127,3 +130,15 @@ def predictor_window(qtbot, settings: AppSettings) -> Iterator[PredictorWindow]:
     qtbot.waitUntil(lambda: not any(runner.running for runner in window.runner_list()), timeout=60_000)
     window.deleteLater()
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+
+
+@pytest.fixture
+def own_run(trained_run: Path, exported_model: Path, tmp_path: Path) -> Path:
+    """A copy of the session's exported run whose dataset is a private copy: corrections write into it."""
+    run_dir, data = tmp_path / "run", tmp_path / "data"
+    shutil.copytree(rf.read_run(trained_run).data_dir, data)
+    run_dir.mkdir()
+    shutil.copy(exported_model, run_dir / "model.onnx")
+    document = json.loads((trained_run / rf.RUN_FILE).read_text(encoding="utf-8"))
+    (run_dir / rf.RUN_FILE).write_text(json.dumps({**document, "data_dir": str(data)}), encoding="utf-8")
+    return run_dir

@@ -6,7 +6,6 @@ and the retrain request."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
 from collections.abc import Iterator, Sequence
@@ -218,18 +217,6 @@ def test_a_model_without_heatmaps_turns_the_toggle_off_and_says_why(real_page: P
     plain = np.asarray(load_rgb(odd_photos[0]))
     qtbot.waitUntil(lambda: not page.preview.source.isNull(), timeout=30_000)
     assert np.array_equal(pixels(page.preview.source), plain)
-
-
-@pytest.fixture
-def own_run(trained_run: Path, exported_model: Path, tmp_path: Path) -> Path:
-    """A copy of the session's exported run whose dataset is a private copy: corrections write into it."""
-    run_dir, data = tmp_path / "run", tmp_path / "data"
-    shutil.copytree(rf.read_run(trained_run).data_dir, data)
-    run_dir.mkdir()
-    shutil.copy(exported_model, run_dir / "model.onnx")
-    document = json.loads((trained_run / rf.RUN_FILE).read_text(encoding="utf-8"))
-    (run_dir / rf.RUN_FILE).write_text(json.dumps({**document, "data_dir": str(data)}), encoding="utf-8")
-    return run_dir
 
 
 def test_a_correction_copies_the_photo_into_the_dataset_and_enables_retraining(
