@@ -204,7 +204,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
                              "(0: never unsure)")
     parser.add_argument("--heatmaps", type=Path, default=None, metavar="DIR",
                         help="also write each photo with its class activation map over it, DIR/<photo name>.png "
-                             "(an existing file is never replaced: -2, -3... are added)")
+                             "(an existing file is never replaced: ' (2)', ' (3)'... are added)")
     parser.add_argument("--sort-into", type=Path, default=None, metavar="DIR",
                         help="also copy each photo into DIR/<class>/ (unsure ones into DIR/_unsure/), with "
                              "DIR/sort-manifest.json; the originals stay and nothing is overwritten")

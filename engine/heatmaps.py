@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from engine.atomic import write_atomic
+from engine.atomic import free_name, write_atomic
 from engine.images import center_crop_origin, load_rgb, resized_size
 from engine.preprocessing import Preprocessing
 
@@ -81,13 +81,10 @@ def overlay(photo: Image.Image, cam: np.ndarray, preprocessing: Preprocessing) -
 
 def write_overlay(photo_path: Path | str, cam: np.ndarray, preprocessing: Preprocessing, folder: Path) -> Path:
     """Draw ``cam`` over the photo (longer side at most OVERLAY_MAX_SIDE) and write it as ``<photo stem>.png`` in
-    ``folder``, atomically; an existing file is never replaced (``-2``, ``-3``... are added). Returns the file."""
+    ``folder``, atomically; an existing file is never replaced (`` (2)``, `` (3)``... are added). Returns the file."""
     photo = load_rgb(photo_path, at_least=OVERLAY_MAX_SIDE)
     photo.thumbnail((OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE), Image.Resampling.LANCZOS)
     image = overlay(photo, cam, preprocessing)
-    stem = Path(photo_path).stem
-    path, number = folder / f"{stem}.png", 2
-    while path.exists():
-        path, number = folder / f"{stem}-{number}.png", number + 1
+    path = free_name(folder, f"{Path(photo_path).stem}.png")
     write_atomic(path, lambda handle: image.save(handle, format="PNG"))
     return path

@@ -90,10 +90,10 @@ def test_write_overlay_never_replaces_a_file(tmp_path: Path) -> None:
     cam = np.eye(7, dtype=np.float32)
     first = write_overlay(photo, cam, PREPROCESSING, out)
     second = write_overlay(photo, cam, PREPROCESSING, out)
-    assert (first.name, second.name) == ("cat-2.png", "cat-3.png")
+    assert (first.name, second.name) == ("cat (2).png", "cat (3).png")
     assert (out / "cat.png").read_bytes() == b"someone else's file"
     assert Image.open(second).size == (80, 60) and first.read_bytes() == second.read_bytes()
-    assert sorted(p.name for p in out.iterdir()) == ["cat-2.png", "cat-3.png", "cat.png"]  # no temporaries left
+    assert sorted(p.name for p in out.iterdir()) == ["cat (2).png", "cat (3).png", "cat.png"]  # no temporaries left
 
 
 def test_onnx_heatmaps_match_a_pytorch_cam_of_the_same_run(trained_run: Path, exported_model: Path,
@@ -195,12 +195,12 @@ def test_predict_heatmaps_writes_one_overlay_per_photo_and_never_overwrites(
     assert f"4 heatmaps in {out}" in capsys.readouterr().err
     first = {path.name: path.read_bytes() for path in out.iterdir()}
     stems = [photo.stem for photo in photos]
-    assert sorted(first) == sorted([f"{stems[0]}.png", f"{stems[0]}-2.png", f"{stems[1]}.png", f"{stems[2]}.png"])
+    assert sorted(first) == sorted([f"{stems[0]}.png", f"{stems[0]} (2).png", f"{stems[1]}.png", f"{stems[2]}.png"])
     assert Image.open(out / f"{stems[1]}.png").size == Image.open(photos[1]).size
 
     assert main(["predict", str(exported_model), str(photos[2]), "--heatmaps", str(out)]) == 0
     assert {path.name: path.read_bytes() for path in out.iterdir() if path.name in first} == first
-    assert sorted(path.name for path in out.iterdir()) == sorted([*first, f"{stems[2]}-2.png"])
+    assert sorted(path.name for path in out.iterdir()) == sorted([*first, f"{stems[2]} (2).png"])
 
 
 def test_models_without_heatmaps_still_predict_and_say_why_there_are_none(
