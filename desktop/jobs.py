@@ -23,7 +23,6 @@ from engine.dataset import journal
 from engine.dataset.doctor import DoctorReport
 from engine.dataset.exclusions import Exclusions
 from engine.dataset.report import ScanReport
-from engine.errors import BadInputError
 from engine.evaluation.metrics import check_evaluation_document
 from engine.events import EventSink
 from engine.heatmaps import OVERLAY_MAX_SIDE, overlay
@@ -247,19 +246,9 @@ def load_predictor(model_path: Path) -> Job:
         from engine.predict import Predictor
 
         predictor = Predictor(model_path)
-        return LoadedModel(predictor, _heatmaps_unavailable(predictor))
+        return LoadedModel(predictor, predictor.heatmaps_unavailable())
 
     return Job(f"Loading {model_path.name}", run)
-
-
-def _heatmaps_unavailable(predictor: Any) -> str | None:
-    """Why ``predictor`` gives no heatmaps, in its own words (None: it gives them). Asking for the heatmaps of no
-    photos runs the predictor's check of the model's heatmap outputs and reads nothing."""
-    try:
-        predictor.predict_paths([], heatmaps=True)
-    except BadInputError as exc:  # HeatmapsUnavailableError, or metadata naming outputs the graph lacks
-        return str(exc).removeprefix(f"{predictor.info.path}: ")
-    return None
 
 
 def predict(predictor: Any, inputs: Sequence[Path], *, heatmaps: bool = False) -> Job:

@@ -238,6 +238,14 @@ class Predictor:
             output = shifted / shifted.sum(axis=1, keepdims=True)
         return [output, *others]
 
+    def heatmaps_unavailable(self) -> str | None:
+        """Why this model gives no heatmaps, in words for a tooltip (None: it gives them)."""
+        try:
+            self._heatmap_outputs()
+        except BadInputError as exc:  # HeatmapsUnavailableError, or metadata naming outputs the graph lacks
+            return str(exc).removeprefix(f"{self.info.path}: ")
+        return None
+
     def _heatmap_outputs(self) -> tuple[str, str]:
         """The outputs heatmaps are computed from; HeatmapsUnavailableError, naming the model, when it has none."""
         try:

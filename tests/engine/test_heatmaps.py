@@ -218,6 +218,9 @@ def test_models_without_heatmaps_still_predict_and_say_why_there_are_none(
     other = without_heatmaps(exported_model, tmp_path / "other.onnx", {"unavailable": reason})
     with pytest.raises(HeatmapsUnavailableError, match=f"this model has no heatmaps: {reason}"):
         Predictor(other, device="cpu").predict_paths([photo], heatmaps=True)
+    assert Predictor(other, device="cpu").heatmaps_unavailable() == f"this model has no heatmaps: {reason}"
+    assert "export it again" in Predictor(old, device="cpu").heatmaps_unavailable()
+    assert Predictor(exported_model, device="cpu").heatmaps_unavailable() is None
 
 
 @pytest.mark.parametrize(("backbone", "outputs"), [
