@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from desktop.thumbnails import THUMBNAIL_SIZE, load_thumbnail, thumbnail_strip
 from desktop.workers import Job
@@ -25,8 +24,8 @@ from engine.dataset.exclusions import Exclusions
 from engine.dataset.report import ScanReport
 from engine.evaluation.metrics import check_evaluation_document
 from engine.events import EventSink
-from engine.heatmaps import OVERLAY_MAX_SIDE, overlay
-from engine.images import ImageLoadError, load_rgb
+from engine.heatmaps import overlay, photo_for_overlay
+from engine.images import ImageLoadError
 from engine.prediction_csv import write_predictions_csv
 from engine.preprocessing import Preprocessing
 from engine.training import run_folder as rf
@@ -328,10 +327,9 @@ def _draw_preview(path: str, heatmap: Sequence[Sequence[float]] | None, preproce
     """The photo as large as the overlay files ``predict --heatmaps`` writes, with the heatmap over it if given;
     an unreadable photo is a PhotoPreview with its reason, not a failed job."""
     try:
-        photo = load_rgb(path, at_least=OVERLAY_MAX_SIDE)
+        photo = photo_for_overlay(path)
     except ImageLoadError as exc:
         return PhotoPreview(None, exc.reason)
-    photo.thumbnail((OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE), Image.Resampling.LANCZOS)
     control.check()  # a superseded preview stops before drawing
     if heatmap is not None and preprocessing is not None:
         photo = overlay(photo, np.asarray(heatmap, dtype=np.float32), preprocessing)

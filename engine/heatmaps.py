@@ -79,12 +79,17 @@ def overlay(photo: Image.Image, cam: np.ndarray, preprocessing: Preprocessing) -
     return Image.composite(heat, unseen, Image.fromarray(seen.astype(np.uint8) * 255))
 
 
+def photo_for_overlay(photo_path: Path | str) -> Image.Image:
+    """The photo (RGB, EXIF-rotated) at the size overlays are drawn at: the longer side at most OVERLAY_MAX_SIDE."""
+    photo = load_rgb(photo_path, at_least=OVERLAY_MAX_SIDE)
+    photo.thumbnail((OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE), Image.Resampling.LANCZOS)
+    return photo
+
+
 def write_overlay(photo_path: Path | str, cam: np.ndarray, preprocessing: Preprocessing, folder: Path) -> Path:
     """Draw ``cam`` over the photo (longer side at most OVERLAY_MAX_SIDE) and write it as ``<photo stem>.png`` in
     ``folder``, atomically; an existing file is never replaced (`` (2)``, `` (3)``... are added). Returns the file."""
-    photo = load_rgb(photo_path, at_least=OVERLAY_MAX_SIDE)
-    photo.thumbnail((OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE), Image.Resampling.LANCZOS)
-    image = overlay(photo, cam, preprocessing)
+    image = overlay(photo_for_overlay(photo_path), cam, preprocessing)
     path = free_name(folder, f"{Path(photo_path).stem}.png")
     write_atomic(path, lambda handle: image.save(handle, format="PNG"))
     return path
