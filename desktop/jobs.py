@@ -64,7 +64,7 @@ class LoadedModel:
 
 
 @dataclass(frozen=True)
-class PhotoPreview:
+class PreviewImage:
     """A photo for a preview pane: RGB uint8 (a heatmap drawn over it if one was asked for), or None and the reason.
     ``prediction``: the engine.predict.Prediction the job made, when it classified the photo itself."""
 
@@ -300,9 +300,9 @@ def sort_into_folders(predictions: Sequence[Any], folder: Path) -> Job:
 def photo_preview(path: str, heatmap: Sequence[Sequence[float]] | None = None,
                   preprocessing: Preprocessing | None = None) -> Job:
     """The photo for a preview pane, with ``heatmap`` (a Prediction's, from a model with ``preprocessing``) drawn
-    over it when given: a PhotoPreview."""
+    over it when given: a PreviewImage."""
 
-    def run(_on_event: EventSink, control: RunControl) -> PhotoPreview:
+    def run(_on_event: EventSink, control: RunControl) -> PreviewImage:
         return _draw_preview(path, heatmap, preprocessing, control)
 
     return Job(f"Showing {Path(path).name}", run)
@@ -310,12 +310,12 @@ def photo_preview(path: str, heatmap: Sequence[Sequence[float]] | None = None,
 
 def mistake_heatmap(predictor: Any, path: str) -> Job:
     """Classify one photo with heatmaps (``predictor`` must have them) and draw the predicted class's heatmap over
-    it: a PhotoPreview with its Prediction."""
+    it: a PreviewImage with its Prediction."""
 
-    def run(_on_event: EventSink, control: RunControl) -> PhotoPreview:
+    def run(_on_event: EventSink, control: RunControl) -> PreviewImage:
         prediction = predictor.predict_paths([path], top_k=1, heatmaps=True, control=control)[0]
         if prediction.error is not None:
-            return PhotoPreview(None, prediction.error, prediction)
+            return PreviewImage(None, prediction.error, prediction)
         preview = _draw_preview(path, prediction.heatmap, predictor.info.preprocessing, control)
         return replace(preview, prediction=prediction)
 
@@ -323,17 +323,17 @@ def mistake_heatmap(predictor: Any, path: str) -> Job:
 
 
 def _draw_preview(path: str, heatmap: Sequence[Sequence[float]] | None, preprocessing: Preprocessing | None,
-                  control: RunControl) -> PhotoPreview:
+                  control: RunControl) -> PreviewImage:
     """The photo as large as the overlay files ``predict --heatmaps`` writes, with the heatmap over it if given;
-    an unreadable photo is a PhotoPreview with its reason, not a failed job."""
+    an unreadable photo is a PreviewImage with its reason, not a failed job."""
     try:
         photo = photo_for_overlay(path)
     except ImageLoadError as exc:
-        return PhotoPreview(None, exc.reason)
+        return PreviewImage(None, exc.reason)
     control.check()  # a superseded preview stops before drawing
     if heatmap is not None and preprocessing is not None:
         photo = overlay(photo, np.asarray(heatmap, dtype=np.float32), preprocessing)
-    return PhotoPreview(np.asarray(photo, dtype=np.uint8))
+    return PreviewImage(np.asarray(photo, dtype=np.uint8))
 
 
 def thumbnails(paths: Sequence[str], size: int = THUMBNAIL_SIZE) -> Job:

@@ -30,6 +30,7 @@ from desktop.jobs import STRIP_IMAGES, ScanResult
 from desktop.settings import AppSettings
 from desktop.thumbnails import to_pixmap
 from desktop.widgets.doctor_view import DoctorView
+from desktop.widgets.progress import show_progress
 from desktop.workers import Job, JobRunner
 from engine.dataset.report import ScanReport
 from engine.events import Progress
@@ -171,9 +172,7 @@ class DataPage(QWidget):
     def on_progress(self, job: Job, event: Progress) -> None:
         if job is not self._scan_job and job is not self._sample_job:
             return  # a superseded scan's last events
-        self.progress.setRange(0, max(event.total, 1))
-        self.progress.setValue(event.done)
-        self.progress.setFormat(f"{event.phase}: %v / %m")
+        show_progress(self.progress, event)
         self.progress.show()
 
     @Slot(object, object)

@@ -40,6 +40,7 @@ from desktop.widgets.calibration_view import CalibrationView
 from desktop.widgets.confusion_matrix import ConfusionMatrixView
 from desktop.widgets.image_table import ImageTable
 from desktop.widgets.photo_preview import beside_preview
+from desktop.widgets.progress import show_progress
 from desktop.workers import Job, JobRunner
 from engine.evaluation.metrics import mistakes
 from engine.events import Progress
@@ -388,9 +389,7 @@ class EvaluatePage(QWidget):
     @Slot(object, object)
     def on_progress(self, job: Job, event: Progress) -> None:
         if job is self._export_job:
-            self.export_progress.setRange(0, max(event.total, 1))
-            self.export_progress.setValue(event.done)
-            self.export_progress.setFormat(f"{event.phase}: %v / %m")
+            show_progress(self.export_progress, event)
 
     @Slot(object, object)
     def on_returned(self, job: Job, result: Any) -> None:
@@ -434,10 +433,7 @@ class EvaluatePage(QWidget):
             self._heatmap_model = result
             self._show_mistake_heatmap()
         elif job is self._mistake_job:
-            if result.image is None:
-                self.mistake_preview.show_message(f"Cannot show this photo: {result.problem}")
-            else:
-                self.mistake_preview.show_image(result.image)
+            self.mistake_preview.show_drawn(result.image, result.problem)
             prediction = result.prediction
             if prediction is not None and prediction.label is not None:
                 self.mistake_caption.setText(f"Where the model saw “{prediction.label}” ({prediction.confidence:.1%})")
@@ -451,7 +447,7 @@ class EvaluatePage(QWidget):
             self._heatmap_model_problem = message
             self._show_mistake_heatmap()
         elif job is self._mistake_job:
-            self.mistake_preview.show_message(f"Cannot show this photo: {message}")
+            self.mistake_preview.show_drawn(None, message)
 
     @Slot(object)
     def on_thumbnail_runner_finished(self, job: Job) -> None:

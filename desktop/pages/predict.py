@@ -36,6 +36,7 @@ from desktop.widgets.drop_area import DropArea
 from desktop.widgets.image_table import ImageTable
 from desktop.widgets.photo_preview import beside_preview
 from desktop.widgets.probability_bars import TOP_K_ROLE, ProbabilityBarsDelegate
+from desktop.widgets.progress import show_progress
 from desktop.workers import Job, JobRunner
 from engine.events import BatchPredicted, Progress
 from engine.images import IMAGE_EXTENSIONS
@@ -407,9 +408,7 @@ class PredictPage(QWidget):
     @Slot(object, object)
     def on_progress(self, job: Job, event: Progress) -> None:
         if job in self._predict_jobs:
-            self.progress.setRange(0, max(event.total, 1))
-            self.progress.setValue(event.done)
-            self.progress.setFormat(f"{event.phase}: %v / %m")
+            show_progress(self.progress, event)
 
     @Slot(object, object)
     def on_batch_predicted(self, job: Job, event: BatchPredicted) -> None:
@@ -440,10 +439,7 @@ class PredictPage(QWidget):
         if job in self._thumbnail_jobs:
             self.predictions_view.set_thumbnails(result)
         elif job is self._preview_job:
-            if result.image is None:
-                self.preview.show_message(f"Cannot show this photo: {result.problem}")
-            else:
-                self.preview.show_image(result.image)
+            self.preview.show_drawn(result.image, result.problem)
             self.preview_caption.setText(self._preview_caption)
         elif job in self._saves:
             path, count = self._saves[job]
@@ -465,7 +461,7 @@ class PredictPage(QWidget):
     @Slot(object, str, str)
     def on_file_job_failed(self, job: Job, message: str, _details: str) -> None:
         if job is self._preview_job:
-            self.preview.show_message(f"Cannot show this photo: {message}")
+            self.preview.show_drawn(None, message)
         elif job in self._saves:
             path, _count = self._saves[job]
             self.status.setText(f"Could not save the results to {path}: {message}")

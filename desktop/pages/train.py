@@ -225,10 +225,7 @@ class TrainPage(QWidget):
         if self.busy or self.data_dir is None or (config := self._checked_config()) is None:
             return
         self.settings.set("train/options", self.options_form.options())
-        self.run_dir = paths.new_run_folder()
-        self.history = TrainingHistory()
-        self.log_view.clear()
-        self._begin(jobs.train(self.data_dir, self.run_dir, config))
+        self._begin_new_run(config)
 
     def retrain(self, info: RunInfo) -> bool:
         """A new run with ``info``'s dataset and options (after corrections were added to its dataset): the warm
@@ -237,12 +234,16 @@ class TrainPage(QWidget):
             return False
         self.set_dataset(Path(info.data_dir), f"{info.path.name}'s dataset, with its corrections")
         self.options_form.set_options(info.config.to_dict())
+        self._begin_new_run(info.config)
+        self.log_view.add_line(f"Training again with the options of {info.path}")
+        return True
+
+    def _begin_new_run(self, config: TrainConfig) -> None:
+        """A fresh run folder, empty curves and log, and the training job on the page's dataset."""
         self.run_dir = paths.new_run_folder()
         self.history = TrainingHistory()
         self.log_view.clear()
-        self.log_view.add_line(f"Training again with the options of {info.path}")
-        self._begin(jobs.train(self.data_dir, self.run_dir, info.config))
-        return True
+        self._begin(jobs.train(self.data_dir, self.run_dir, config))
 
     def _checked_config(self) -> TrainConfig | None:
         """The form's TrainConfig, or None with the reason shown under the buttons (and nothing created)."""

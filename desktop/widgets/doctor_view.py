@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 
 from desktop import jobs
 from desktop.thumbnails import to_pixmap
+from desktop.widgets.progress import show_progress
 from desktop.workers import Job, JobRunner
 from engine.dataset.doctor import DoctorReport
 from engine.dataset.journal import ExclusionRecord, JournalRecord, MoveRecord
@@ -441,9 +442,7 @@ class DoctorView(QWidget):
     @Slot(object, object)
     def on_progress(self, job: Job, event: Progress) -> None:
         if job is self._doctor_job:
-            self.progress.setRange(0, max(event.total, 1))
-            self.progress.setValue(event.done)
-            self.progress.setFormat(f"{event.phase}: %v / %m")
+            show_progress(self.progress, event)
 
     @Slot(object, object)
     def on_returned(self, job: Job, result: object) -> None:

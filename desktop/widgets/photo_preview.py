@@ -35,6 +35,13 @@ class PhotoPreview(QLabel):
         self.source = to_pixmap(rgb)
         self._fit()
 
+    def show_drawn(self, image: np.ndarray | None, problem: str | None = None) -> None:
+        """What a preview job drew (jobs.PreviewImage), or why the photo cannot be shown."""
+        if image is None:
+            self.show_message(f"Cannot show this photo: {problem}")
+        else:
+            self.show_image(image)
+
     def show_message(self, text: str) -> None:
         self.source = QPixmap()
         self.setText(text)

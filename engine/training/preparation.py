@@ -61,7 +61,7 @@ def prepare_training(data_dir: Path, config: TrainConfig, on_event: EventSink, c
     frozen = FrozenFeatures(model, config, weights_identity(config.backbone, weights_file), cache,
                             BatchAugment(config.augment, preprocessing), setup, on_event, control)
     if near_duplicates:
-        items = _still_readable(cache, report.items)
+        items, _unreadable = still_readable(cache, report.items)  # skipped, with a warning, when training
         look = look_at(model, frozen, items, "features (near-duplicates)")
         report = keep_groups_together(report, group_paths(look, items), val_fraction=config.val_split,
                                       test_fraction=config.test_split, seed=config.seed, on_event=on_event)
@@ -78,14 +78,14 @@ def class_weights_for(config: TrainConfig, report: ScanReport, labels: list[str]
     return torch.tensor(counts.sum() / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
 
 
-def _still_readable(cache: DecodedImageCache, items: tuple[ImageItem, ...]) -> tuple[ImageItem, ...]:
-    """The photos that still decode: one deleted since the scan is left out here, and skipped with a warning
-    when training reaches it."""
-    kept = []
+def still_readable(cache: DecodedImageCache,
+                   items: tuple[ImageItem, ...]) -> tuple[tuple[ImageItem, ...], list[ImageLoadError]]:
+    """The photos that still decode, and why the others do not (deleted or broken since the scan)."""
+    kept, unreadable = [], []
     for item in items:
         try:
             cache.get(item.path)
             kept.append(item)
-        except ImageLoadError:
-            pass
-    return tuple(kept)
+        except ImageLoadError as exc:
+            unreadable.append(exc)
+    return tuple(kept), unreadable

@@ -19,7 +19,6 @@ from engine.dataset.split import keep_recorded_split
 from engine.errors import BadInputError
 from engine.evaluation.from_logits import SplitLogits, evaluate_logits
 from engine.events import EpochStarted, EventSink, Info, RunFailed, RunFinished, RunStarted, WarningEvent, ignore_event
-from engine.images import ImageLoadError
 from engine.time_format import utc_now_iso
 from engine.training import run_folder as rf
 from engine.training.checkpoints import load_checkpoint
@@ -28,7 +27,7 @@ from engine.training.epoch_recorder import EpochMetrics, EpochRecorder
 from engine.training.feature_cache import default_feature_dir
 from engine.training.fine_tune import FineTuneData, FineTuner
 from engine.training.head_phase import fit_quick_head
-from engine.training.preparation import class_weights_for, prepare_training
+from engine.training.preparation import class_weights_for, prepare_training, still_readable
 from engine.training.recipe import FineTunePlan, plan_fine_tune
 
 
@@ -231,14 +230,10 @@ class _Session:
 
     def _drop_unreadable(self, items: tuple[ImageItem, ...]) -> tuple[ImageItem, ...]:
         """Skip, with a warning, files deleted or broken since the scan; the run goes on without them."""
-        kept = []
-        for item in items:
-            try:
-                self.prepared.cache.get(item.path)
-                kept.append(item)
-            except ImageLoadError as exc:
-                self.on_event(WarningEvent(f"skipped {exc.path}: {exc.reason} (changed since the scan)"))
-        return tuple(kept)
+        kept, unreadable = still_readable(self.prepared.cache, items)
+        for exc in unreadable:
+            self.on_event(WarningEvent(f"skipped {exc.path}: {exc.reason} (changed since the scan)"))
+        return kept
 
     def _final_evaluation(self) -> dict[str, Any]:
         """Restore the best weights and evaluate validation (and test, once) into evaluation.json, with the
