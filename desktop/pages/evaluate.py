@@ -107,7 +107,7 @@ class EvaluatePage(QWidget):
         self._heatmap_model_problem: str | None = None  # why it could not be loaded
         self._heatmap_load_job: Job | None = None
         self._mistake_job: Job | None = None  # the selected mistake's heatmap, being made
-        self._relabels: dict[Job, tuple[int, str]] = {}  # a mistake moved to its right class -> (row, class)
+        self._relabels: dict[Job, tuple[int | None, str]] = {}  # mistake moved -> (row: None once it is gone, class)
 
         self.run_label = QLabel("No run yet: train a model, or open a run folder (File → Open run…).",
                                 objectName="evaluateRunLabel")
@@ -265,6 +265,7 @@ class EvaluatePage(QWidget):
         evaluation = self.snapshot.evaluation if self.snapshot else None
         self.metrics.removeRows(0, self.metrics.rowCount())
         self.mistakes_view.clear_rows()
+        self._relabels = {job: (None, label) for job, (_row, label) in self._relabels.items()}
         if self._thumbnail_job is not None:  # the rows it decodes for are gone
             self._thumbnail_job.control.cancel()
             self._thumbnail_job = None
@@ -424,7 +425,8 @@ class EvaluatePage(QWidget):
         if job in self._relabels:
             row, label = self._relabels.pop(job)
             moved = result[0]
-            self.mistakes_view.items.item(row, 1).setText(f"{label} (moved)")
+            if row is not None:
+                self.mistakes_view.items.item(row, 1).setText(f"{label} (moved)")
             self.export_status.setText(f"Moved {moved.source} to {moved.destination} in the dataset; the next run "
                                        "trains on it as " + label + " (undo: the dataset doctor's Undo)")
         elif job is self._thumbnail_job:

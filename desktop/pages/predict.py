@@ -74,7 +74,7 @@ class PredictPage(QWidget):
         self._preview_job: Job | None = None  # the selected row's photo, being drawn
         self._preview_caption = ""  # shown with that photo once it arrives
         self._run_dir: Path | None = None  # the loaded model's run folder (corrections go to its dataset)
-        self._corrections: dict[Job, int] = {}  # correction job -> its row
+        self._corrections: dict[Job, int | None] = {}  # correction job -> its row (None: the rows were cleared)
         self._corrected = 0  # corrections added since the model loaded
 
         self.model_edit = QLineEdit(objectName="modelPathEdit")
@@ -392,6 +392,7 @@ class PredictPage(QWidget):
         self._thumbnail_jobs.clear()
         self.results.clear()
         self._result_preprocessing.clear()
+        self._corrections = dict.fromkeys(self._corrections)  # still counted when done; their rows are gone
         self.predictions_view.clear_rows()
         self.status.clear()
         self._update_buttons()
@@ -446,9 +447,10 @@ class PredictPage(QWidget):
             self.status.setText(f"Saved {count} result(s) to {path}")
         elif job in self._corrections:
             row, self._corrected = self._corrections[job], self._corrected + 1
-            name = self.predictions_view.items.item(row, 1)
-            name.setText(f"{Path(result.photo).name} → {result.label} ✓")
-            name.setToolTip(f"Copied into the dataset as {result.copy}")
+            if row is not None:
+                name = self.predictions_view.items.item(row, 1)
+                name.setText(f"{Path(result.photo).name} → {result.label} ✓")
+                name.setToolTip(f"Copied into the dataset as {result.copy}")
             self.status.setText(f"Added {Path(result.copy).name} to the dataset as “{result.label}” · "
                                 f"{self._corrected} correction(s): Retrain with corrections to use them")
             self._update_buttons()

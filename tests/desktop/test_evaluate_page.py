@@ -20,7 +20,7 @@ from desktop.main_window import MainWindow
 from desktop.pages.evaluate import NO_MODEL_MESSAGE
 from desktop.widgets.calibration_view import CalibrationView
 from desktop.workers import Job
-from engine.dataset.journal import read_history
+from engine.dataset.journal import MoveRecord, read_history
 from engine.evaluation.calibration import calibrate
 from engine.evaluation.metrics import evaluate_predictions, evaluation_document, mistakes
 from engine.events import Progress
@@ -320,3 +320,17 @@ def test_a_mistake_relabelled_moves_the_photo_in_the_dataset_through_the_journal
     assert (data / "cat" / "dog-0.png").is_file() and not Path(photos[3]).exists()
     assert page.mistakes_view.items.item(0, 1).text() == "cat (moved)"
     assert [(r.source, r.destination) for r in read_history(data).undoable] == [("dog/dog-0.png", "cat/dog-0.png")]
+
+
+def test_a_relabel_that_ends_after_the_split_changed_marks_no_row(window: MainWindow, two_splits: RunSnapshot,
+                                                                  tmp_path: Path) -> None:
+    page = window.evaluate_page
+    page.show_snapshot(two_splits)
+    pending = Job("Moving a photo", lambda _e, _c: None)
+    page._relabels[pending] = (0, "dog")
+    page.split_combo.setCurrentIndex(1)  # the test split: other rows
+    first = page.mistakes_view.items.item(0, 1).text()
+    moved = MoveRecord(1, "cat/a.png", "dog/a.png", "hash", (), "2026-11-30T00:00:00+00:00")
+    page.thumbnail_runner.returned.emit(pending, [moved])
+    assert page.mistakes_view.items.item(0, 1).text() == first
+    assert page.export_status.text().startswith("Moved cat/a.png to dog/a.png")

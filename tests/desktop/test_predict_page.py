@@ -22,7 +22,7 @@ from desktop.pages.predict import PredictPage
 from desktop.predictor_app import PredictorWindow
 from desktop.workers import Job
 from engine.control import RunControl
-from engine.corrections import read_corrections
+from engine.corrections import Correction, read_corrections
 from engine.events import BatchPredicted, EventSink
 from engine.heatmaps import overlay
 from engine.images import load_rgb
@@ -258,3 +258,17 @@ def test_corrections_need_the_models_run_folder(real_page: PredictPage, qtbot, o
     page.correct([0], page.predictor.info.labels[0])
     assert "open the model.onnx in its run folder" in page.status.text()
     assert not page.findChild(QPushButton, "retrainButton").isEnabled()
+
+
+def test_a_correction_that_ends_after_clear_is_counted_without_marking_a_row(page: PredictPage, qtbot,
+                                                                           photos: list[Path]) -> None:
+    _classified(page, qtbot, photos)
+    page._run_dir = Path("/run")  # as if the model came from its run folder
+    pending = Job("Adding a photo", lambda _e, _c: None)
+    page._corrections[pending] = 0
+    page.on_clear_clicked()
+    page.on_clear_clicked()  # twice: still pending, still row-less
+    correction = Correction(str(photos[0]), "dog", "cat", "/data/dog/0.png", "2026-11-30T00:00:00+00:00")
+    page.file_runner.returned.emit(pending, correction)  # a stale row 0 would now be nobody's
+    assert page.status.text().startswith("Added 0.png to the dataset as “dog”") and page.retrain_button.isEnabled()
+    assert page.predictions_view.items.rowCount() == 0
