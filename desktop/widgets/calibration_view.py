@@ -25,16 +25,18 @@ class CalibrationView(QWidget):
         self.summary = QLabel(objectName="calibrationSummaryLabel")
         self.summary.setWordWrap(True)
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # Short legend labels, in the corner a calibrated model leaves empty (low confidence, high accuracy): the
+        # plots are small beside the mistakes, and a long legend hid the curves.
         self.reliability = MetricPlot("Reliability (validation)", "accuracy", x_label="confidence",
                                       legend_offset=(10, 10))
         self.reliability.setObjectName("reliabilityPlot")
-        self.reliability.add_curve("ideal", "perfectly calibrated", IDEAL_COLOR, dashed=True, width=1, symbol=None)
-        self.reliability.add_curve("model", "model (temperature-scaled)", VAL_COLOR)
+        self.reliability.add_curve("ideal", "ideal", IDEAL_COLOR, dashed=True, width=1, symbol=None)
+        self.reliability.add_curve("model", "this model", VAL_COLOR)
         self.coverage = MetricPlot("Answered photos (validation)", "share", x_label="unsure below this confidence",
                                    legend_offset=(10, -10))
         self.coverage.setObjectName("coveragePlot")
         self.coverage.add_curve("coverage", "answered", TRAIN_COLOR)
-        self.coverage.add_curve("accuracy", "their accuracy", VAL_COLOR)
+        self.coverage.add_curve("accuracy", "accuracy", VAL_COLOR)
         self.threshold_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(IDEAL_COLOR, style=Qt.PenStyle.DotLine))
         self.coverage.addItem(self.threshold_line)
         for plot in (self.reliability, self.coverage):
@@ -71,8 +73,12 @@ class CalibrationView(QWidget):
 
 def calibration_sentence(calibration: dict[str, Any]) -> str:
     """What the calibration means for the person reading predictions, in one paragraph."""
-    text = (f"Confidence is temperature-scaled (T = {calibration['temperature']:.2f}): the calibration error on "
-            f"validation went from {calibration['ece_before']:.1%} to {calibration['ece_after']:.1%}. ")
+    if calibration.get("fitted", True):
+        text = (f"Confidence is temperature-scaled (T = {calibration['temperature']:.2f}): the calibration error on "
+                f"validation went from {calibration['ece_before']:.1%} to {calibration['ece_after']:.1%}. ")
+    else:
+        text = ("Confidence is not temperature-scaled: no validation photo was wrong, so there was nothing to fit "
+                f"the temperature on (calibration error on validation {calibration['ece_before']:.1%}). ")
     threshold, target = calibration["unsure_threshold"], calibration["target_accuracy"]
     if threshold is None:
         text += (f"No confidence level reaches {target:.0%} accuracy on validation, so no answer is marked unsure: "

@@ -8,6 +8,7 @@ answer (the argmax is the same for every ``T > 0``). The block ``calibrate`` ret
 
     {
       "fitted_on": "validation",
+      "fitted": true,                        # false: no validation photo was wrong, so T stays 1 (nothing to fit)
       "temperature": 0.61,                   # probabilities = softmax(logits / temperature)
       "bins": 15,                            # equal-width confidence bins on [0, 1], each (lower, upper]
       "ece_before": 0.081,                   # expected calibration error on validation at T = 1 ...
@@ -74,7 +75,7 @@ def fit_temperature(logits: np.ndarray, truth: np.ndarray) -> float:
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(truth, dtype=np.int64)
     true_logit = z[np.arange(len(y)), y]
-    if not np.any(z.max(axis=1) > true_logit):
+    if not can_fit_temperature(z, y):
         return 1.0
 
     def slope(log_inverse: float) -> float:  # d NLL / d(1/T): the expected logit minus the true one
@@ -89,6 +90,13 @@ def fit_temperature(logits: np.ndarray, truth: np.ndarray) -> float:
         middle = (low + high) / 2
         low, high = (low, middle) if slope(middle) > 0 else (middle, high)
     return math.exp(-(low + high) / 2)
+
+
+def can_fit_temperature(logits: np.ndarray, truth: np.ndarray) -> bool:
+    """Whether some photo's true class is below the top logit: without one the likelihood has no finite maximum."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(truth, dtype=np.int64)
+    return bool(np.any(z.max(axis=1) > z[np.arange(len(y)), y]))
 
 
 def confidence_and_correct(probabilities: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +154,8 @@ def calibrate(validation_logits: np.ndarray, validation_truth: np.ndarray, test_
     after = confidence_and_correct(softmax(validation_logits, temperature), validation_truth)
     threshold = unsure_threshold(*after, target_accuracy)
     block: dict[str, Any] = {
-        "fitted_on": "validation", "temperature": temperature, "bins": CALIBRATION_BINS,
+        "fitted_on": "validation", "fitted": can_fit_temperature(validation_logits, validation_truth),
+        "temperature": temperature, "bins": CALIBRATION_BINS,
         "ece_before": expected_calibration_error(*before), "ece_after": expected_calibration_error(*after),
         "reliability": reliability(*after), "target_accuracy": target_accuracy, "unsure_threshold": threshold,
         "coverage_curve": coverage_curve(*after),

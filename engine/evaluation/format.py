@@ -73,8 +73,12 @@ def format_calibration(document: dict[str, Any]) -> str:
     if block is None:
         return ""
     target, threshold = block["target_accuracy"], block["unsure_threshold"]
-    lines = [f"Temperature {block['temperature']:.3f} (fitted on validation): expected calibration error "
-             f"{block['ece_before']:.3f} before, {block['ece_after']:.3f} after."]
+    if block.get("fitted", True):  # documents from before the flag were fitted (or kept T = 1 silently)
+        lines = [f"Temperature {block['temperature']:.3f} (fitted on validation): expected calibration error "
+                 f"{block['ece_before']:.3f} before, {block['ece_after']:.3f} after."]
+    else:
+        lines = [f"Temperature not fitted (no validation photo was wrong, so there is nothing to fit it on; "
+                 f"probabilities are the plain softmax): expected calibration error {block['ece_before']:.3f}."]
     if threshold is None:
         lines.append(f"No confidence threshold reaches {target:.0%} accuracy on validation: no prediction will be "
                      f"marked unsure.")

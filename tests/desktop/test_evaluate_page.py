@@ -240,6 +240,10 @@ def test_calibration_plots_and_sentence_follow_the_runs_calibration(window: Main
     assert view.threshold_line.isVisible()
     assert view.threshold_line.value() == pytest.approx(evaluation["calibration"]["unsure_threshold"])
 
+    no_mistakes = {**evaluation, "calibration": calibrate(logits[right], np.where(right, truth, 1 - truth)[right])}
+    page.show_snapshot(RunSnapshot(make_run_info(tmp_path), [], no_mistakes, None))
+    assert "not temperature-scaled" in find("calibrationSummaryLabel", QLabel).text()
+
     page.show_snapshot(RunSnapshot(make_run_info(tmp_path), [], _evaluation(right=18), None))
     assert "no calibration" in find("calibrationSummaryLabel", QLabel).text()
     assert len(view.reliability.curves["model"].getData()[0] or []) == 0 and not view.threshold_line.isVisible()

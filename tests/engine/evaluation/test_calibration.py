@@ -50,6 +50,8 @@ def test_without_a_mistake_there_is_nothing_to_fit() -> None:
     logits = np.array([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]])
     assert fit_temperature(logits, np.array([0, 1, 0])) == 1.0
     assert fit_temperature(logits, np.array([0, 1, 1])) != 1.0
+    assert calibrate(logits, np.array([0, 1, 0]))["fitted"] is False  # so nobody reads T = 1 as a fitted value
+    assert calibrate(logits, np.array([0, 1, 1]))["fitted"] is True
 
 
 def test_the_fit_stops_at_its_bounds() -> None:

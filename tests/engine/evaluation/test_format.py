@@ -92,6 +92,11 @@ def test_calibration_lines() -> None:
                         "accuracy.")
     assert lines[2] == ("On test: expected calibration error 0.150 before, 0.040 after; 30 of 40 photos answered "
                         "(75%), 90.0% of them are right (+/- 11.0%; target 95%).")
+    not_fitted = _calibrated(0.65, test)
+    not_fitted["calibration"].update(fitted=False, temperature=1.0)
+    assert format_calibration(not_fitted).splitlines()[0] == (
+        "Temperature not fitted (no validation photo was wrong, so there is nothing to fit it on; probabilities "
+        "are the plain softmax): expected calibration error 0.200.")
     missed = format_calibration(_calibrated(0.65, {**test, "meets_target": False}))
     assert missed.endswith("target 95%, missed).")
 
