@@ -1,4 +1,4 @@
-"""The main window: four pages, menus and shortcuts, status bar, drops, settings, and the close protocol."""
+"""The main window: five pages, menus and shortcuts, status bar, drops, settings, and the close protocol."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from desktop.jobs import RunSnapshot, TrainingOptions
 from desktop.pages.data import DataPage
 from desktop.pages.evaluate import EvaluatePage
 from desktop.pages.predict import PredictPage
+from desktop.pages.runs import RunsPage
 from desktop.pages.train import TrainPage
 from desktop.settings import AppSettings
 from desktop.widgets.notice import NoticeBar
@@ -58,7 +59,8 @@ class MainWindow(WorkerWindow):
         self.setWindowTitle("Transfer Studio")
         self.settings = settings or AppSettings()
         self.runners = {name: JobRunner(name, self) for name in ("data", "training", "evaluate", "predict",
-                                                                  "evaluateThumbnails", "predictFiles")}
+                                                                  "evaluateThumbnails", "predictFiles", "runs",
+                                                                  "runsWork")}
         self.device = ""
         self._options_job: Job | None = None
 
@@ -66,10 +68,13 @@ class MainWindow(WorkerWindow):
         self.data_page = DataPage(self.runners["data"], self.settings, self.train_page.options_form.split_options)
         self.evaluate_page = EvaluatePage(self.runners["evaluate"], self.runners["evaluateThumbnails"], self.settings)
         self.predict_page = PredictPage(self.runners["predict"], self.runners["predictFiles"], self.settings)
+        self.runs_page = RunsPage(self.runners["runs"], self.runners["runsWork"], self.settings,
+                                  lambda run_dir: self.train_page.training and self.train_page.run_dir == run_dir)
         self.tabs = QTabWidget(objectName="mainTabs")
         self.tabs.setDocumentMode(True)
         for page, title in ((self.data_page, "Data"), (self.train_page, "Train"),
-                            (self.evaluate_page, "Evaluate"), (self.predict_page, "Predict")):
+                            (self.evaluate_page, "Evaluate"), (self.predict_page, "Predict"),
+                            (self.runs_page, "Runs")):
             self.tabs.addTab(page, title)
         self.notice = NoticeBar()
         central = QWidget()
@@ -123,6 +128,10 @@ class MainWindow(WorkerWindow):
         self.evaluate_page.model_exported.connect(self.on_model_exported)
         self.predict_page.model_loaded.connect(self.on_model_loaded)
         self.predict_page.retrain_requested.connect(self.on_retrain_requested)
+        self.runs_page.open_requested.connect(self.open_run)
+        self.runs_page.distill_requested.connect(self.on_distill_requested)
+        self.runners["training"].finished.connect(self.runs_page.on_runs_changed)
+        self.evaluate_page.model_exported.connect(self.runs_page.on_runs_changed)
         for runner in self.runners.values():
             runner.started.connect(self.on_activity_changed)
             runner.finished.connect(self.on_activity_changed)
@@ -243,6 +252,7 @@ class MainWindow(WorkerWindow):
     @Slot(object)
     def on_run_opened(self, snapshot: RunSnapshot) -> None:
         self.settings.add_recent("run", snapshot.run_dir)
+        self.runs_page.add_run(snapshot.run_dir)
         self.train_page.show_run(snapshot)
         if snapshot.model_path is not None and self.predict_page.predictor is None:
             self.predict_page.load_model(snapshot.model_path)
@@ -263,10 +273,27 @@ class MainWindow(WorkerWindow):
         except BadInputError as exc:
             self.notice.show_message(str(exc))
             return
+        if info.kind == "ensemble":  # its options are its first member's: retraining them would make one model
+            self.notice.show_message("An ensemble is not trained itself: retrain its members, then combine them "
+                                     "again (transfer-studio ensemble).")
+            return
         if self.train_page.retrain(info):
             self.tabs.setCurrentWidget(self.train_page)
         else:
             self.notice.show_message("Training is busy: stop it, or wait for it to end, then retrain.")
+
+    @Slot(list, str, float, float)
+    def on_distill_requested(self, teachers: list[Path], student: str, alpha: float, temperature: float) -> None:
+        """A smaller student trained from the Runs page's selected teachers, live on the Train page."""
+        try:
+            started = self.train_page.distill(teachers, student, alpha, temperature)
+        except BadInputError as exc:
+            self.notice.show_message(str(exc))
+            return
+        if started:
+            self.tabs.setCurrentWidget(self.train_page)
+        else:
+            self.notice.show_message("Training is busy: stop it, or wait for it to end, then distill.")
 
     @Slot()
     def on_open_dataset(self) -> None:
@@ -275,7 +302,7 @@ class MainWindow(WorkerWindow):
 
     @Slot()
     def on_open_run(self) -> None:
-        runs = paths.user_data_folder() / "runs"
+        runs = paths.runs_folder()
         start = self.settings.last_folder("run") if self.settings.get("folders/run") else str(runs)
         folder = QFileDialog.getExistingDirectory(self, "Open a run folder", start)
         if folder:

@@ -18,9 +18,14 @@ def log_file() -> Path:
     return Path(platformdirs.user_log_dir(APP_NAME)) / "transfer-studio.log"
 
 
+def runs_folder() -> Path:
+    """Where new runs go and what the Runs page lists."""
+    return user_data_folder() / "runs"
+
+
 def new_run_folder(now: datetime | None = None) -> Path:
     """Create and return ``runs/<timestamp>`` under the user data folder (suffixed if that second is taken)."""
-    runs = user_data_folder() / "runs"
+    runs = runs_folder()
     runs.mkdir(parents=True, exist_ok=True)
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
     return _first_free(runs, stamp, create=True)

@@ -38,8 +38,10 @@ examples:
   transfer-studio backbones                                what can be trained, and where the weights are
   transfer-studio train ~/ts-sample --out ~/ts-run         train a classifier (Ctrl-C stops it, resumable)
   transfer-studio lr-find ~/ts-sample                      suggest a learning rate
+  transfer-studio distill --teacher ~/ts-run --out ~/kd    a Lite0 student of a trained run, compared with it
   transfer-studio evaluate ~/ts-run                        metrics table and confusion matrix
   transfer-studio export ~/ts-run --quantize int8          model.onnx (and model.int8.onnx), checked
+  transfer-studio ensemble ~/ts-run ~/ts-run2 --out ~/ens  one model from runs of one split (--export)
   transfer-studio predict ~/ts-run/model.onnx ~/photos     classify photos (PyTorch not needed)
   transfer-studio demo                                     all of the above on generated data
 
@@ -110,6 +112,7 @@ def _is_bad_input(exc: Exception) -> bool:
 def _parser() -> argparse.ArgumentParser:
     from engine import __version__
     from engine.backbones.registry import DEFAULT_BACKBONE
+    from engine.training.config import DEVICES
 
     parser = argparse.ArgumentParser(prog="transfer-studio", description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -151,8 +154,26 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("data", type=Path, nargs="?", help=f"{_DATA_HELP}; not needed with --resume")
     train.add_argument("--out", type=Path, required=True, help="run folder to create (or to continue with --resume)")
     _add_train_options(train)
+    _add_split_from(train)
     train.add_argument("--resume", action="store_true", help="continue the stopped run in --out")
     train.set_defaults(handler=_train)
+
+    distill = command("distill", "train a small student on a bigger teacher's (or ensemble's) softened "
+                                 "probabilities, then compare it with the teacher and the same student trained "
+                                 "without one (Ctrl-C stops it; --resume continues)")
+    distill.add_argument("--teacher", type=Path, nargs="+", action="extend", default=None, metavar="RUN",
+                         help="trained run(s) or ensemble(s) with the data's classes; the student trains on the "
+                              "first one's data and split (their probabilities are averaged)")
+    distill.add_argument("--out", type=Path, required=True,
+                         help="the student's run folder; the student without a teacher goes to <out>-without-teacher")
+    _add_distill_options(distill)
+    distill.add_argument("--no-baseline", action="store_true",
+                         help="skip training the same student without a teacher (its row of the table)")
+    _add_train_options(distill, backbone_option="--student")
+    _add_split_from(distill)
+    distill.add_argument("--resume", action="store_true",
+                         help="continue the stopped distillation in --out (its options come from its run)")
+    distill.set_defaults(handler=_distill)
 
     lr_find = command("lr-find", "sweep learning rates on a dataset and suggest one")
     lr_find.add_argument("data", type=Path, help=_DATA_HELP)
@@ -175,6 +196,19 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--quantize", choices=("int8",), default=None,
                         help="also write a smaller int8 model (<out>.int8.onnx) with its own parity figures")
     export.set_defaults(handler=_export)
+
+    ensemble = command("ensemble", "combine trained runs of one dataset into one model (the mean of their calibrated "
+                                   "probabilities), evaluated on the split they share")
+    ensemble.add_argument("runs", type=Path, nargs="+", metavar="RUN",
+                          help="two or more completed runs with the same classes and the same validation and test "
+                               "photos (train the others with --split-from the first)")
+    ensemble.add_argument("--out", type=Path, required=True, help="the ensemble's run folder to create")
+    ensemble.add_argument("--export", action="store_true",
+                          help="also export it to OUT/model.onnx, checked against PyTorch (or later: transfer-studio "
+                               "export OUT)")
+    ensemble.add_argument("--device", choices=DEVICES, default="auto",
+                          help="where the members run for the evaluation; auto: CUDA, else MPS, else CPU")
+    ensemble.set_defaults(handler=_ensemble)
 
     add_predict_arguments(command("predict", PREDICT_HELP))
 
@@ -218,12 +252,29 @@ def _add_split_options(parser: argparse.ArgumentParser, *, val_split: float, tes
                         help="fraction of each class held out for a final test (unless the data has a test/ folder)")
 
 
-def _add_train_options(parser: argparse.ArgumentParser) -> None:
+def _add_distill_options(parser: argparse.ArgumentParser) -> None:
+    from engine.training.config import TrainConfig
+
+    d = TrainConfig()
+    parser.add_argument("--alpha", type=float, default=d.distill_alpha,
+                        help="the teacher's share of the loss (the labels' is 1 - alpha)")
+    parser.add_argument("--temperature", type=float, default=d.distill_temperature,
+                        help="softens the probabilities of teacher and student alike in the teacher's term")
+
+
+def _add_split_from(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--split-from", type=Path, default=None, metavar="RUN",
+                        help="train, validate and test on the split recorded in this run instead of splitting anew "
+                             "(--val-split and --test-split then do nothing): runs that share one compare fairly "
+                             "and can be ensembled")
+
+
+def _add_train_options(parser: argparse.ArgumentParser, *, backbone_option: str = "--backbone") -> None:
     from engine.dataset.report import IMBALANCE_WARNING_RATIO
     from engine.training import config
 
     d = config.TrainConfig()
-    parser.add_argument("--backbone", default=d.backbone,
+    parser.add_argument(backbone_option, dest="backbone", default=d.backbone,
                         help="pretrained network to start from (list them with: transfer-studio backbones)")
     parser.add_argument("--strategy", choices=config.STRATEGIES, default=d.strategy,
                         help="feature-extract: train only the head; fine-tune: the head, then the top stages; "
@@ -361,6 +412,7 @@ def _train_config(args: argparse.Namespace):  # noqa: ANN202 - a TrainConfig (im
         weights_file=str(args.weights) if args.weights else None, optimizer=args.optimizer,
         unfreeze_stages=args.unfreeze_stages, class_weighting=args.class_weighting, compile=args.compile,
         batchnorm=args.batchnorm,
+        split_from=str(args.split_from.resolve()) if getattr(args, "split_from", None) else "",  # train, distill
     )
 
 
@@ -381,6 +433,42 @@ def _train(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     _print_evaluation(result.evaluation)
     print(f"run saved in {args.out}")
+    return EXIT_OK
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from engine.console import ConsoleProgress
+    from engine.export import ExportError
+    from engine.tradeoff_table import DISTILLATION_FILE, format_tradeoff_table
+    from engine.training import run_folder as rf
+    from engine.training.distillation import distill
+
+    if args.resume:
+        config = rf.read_run(args.out).config
+        if not config.teachers:
+            raise UsageError(f"{args.out}: not a distillation (its run has no teacher); continue it with "
+                             f"transfer-studio train --out {args.out} --resume")
+        teachers = config.teachers
+    else:
+        if not args.teacher:
+            raise UsageError("--teacher RUN is required (or --resume with --out pointing at a stopped distillation)")
+        if (args.out / rf.RUN_FILE).exists():
+            raise UsageError(f"{args.out}: already holds a run; continue it with --resume or choose another --out")
+        config = replace(_train_config(args), distill_alpha=args.alpha, distill_temperature=args.temperature)
+        teachers = args.teacher
+    try:
+        result = _with_cancel_on_sigint(lambda control: distill(
+            teachers, args.out, config, baseline=not args.no_baseline, on_event=ConsoleProgress(), control=control))
+    except ExportError as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
+        return EXIT_EXPORT_FAILED
+    if result.status == "cancelled":
+        print(f"stopped; resume with: transfer-studio distill --out {args.out} --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(format_tradeoff_table(result.rows))
+    print(f"student saved in {args.out}; the table in {args.out / DISTILLATION_FILE}")
     return EXIT_OK
 
 
@@ -427,13 +515,18 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    return _export_run(args.run, args.out, opset=args.opset, quantize=args.quantize)
+
+
+def _export_run(run: Path, out: Path | None = None, *, opset: int | None = None, quantize: str | None = None) -> int:
+    """Export ``run`` with progress on the console, and say how it went; the exit code (export, ensemble)."""
     from engine.console import ConsoleProgress
     from engine.control import Cancelled
     from engine.export import ExportError, QuantizationError, export_onnx
 
     try:
         result = _with_cancel_on_sigint(lambda control: export_onnx(
-            args.run, args.out, opset=args.opset, quantize=args.quantize, on_event=ConsoleProgress(), control=control))
+            run, out, opset=opset, quantize=quantize, on_event=ConsoleProgress(), control=control))
     except QuantizationError as exc:
         _print_export(exc.float_export)
         print(f"int8 export failed: {exc}", file=sys.stderr)
@@ -446,6 +539,33 @@ def _export(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     _print_export(result)
     return EXIT_OK
+
+
+def _ensemble(args: argparse.Namespace) -> int:
+    from engine.console import ConsoleProgress
+    from engine.control import Cancelled
+    from engine.ensemble import build_ensemble
+
+    try:
+        result = _with_cancel_on_sigint(lambda control: build_ensemble(
+            args.runs, args.out, device=args.device, on_event=ConsoleProgress(), control=control))
+    except Cancelled:
+        print(f"ensemble stopped; {args.out} holds an unfinished ensemble: build it again into another folder",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    _print_evaluation(result.evaluation)
+
+    def accuracies(validation: float, test: float | None) -> str:
+        return f"validation accuracy {validation:.4f}, " + ("no test split" if test is None else f"test {test:.4f}")
+
+    evaluation = result.evaluation
+    print("\n== the ensemble and its members (each alone, as its own evaluation.json says) ==")
+    print(f"ensemble: {accuracies(evaluation['validation']['accuracy'], evaluation.get('test', {}).get('accuracy'))}")
+    for number, member in enumerate(result.members, 1):
+        print(f"member {number}: {accuracies(member.validation_accuracy, member.test_accuracy)} ({member.backbone}, "
+              f"{member.run})")
+    print(f"ensemble saved in {args.out}")
+    return _export_run(args.out) if args.export else EXIT_OK
 
 
 def _print_export(result) -> None:  # noqa: ANN001 - an engine.export.ExportResult (imported lazily)
@@ -518,7 +638,7 @@ def _write_heatmaps(predictions: list, preprocessing, folder: Path) -> int:  # n
 
     from engine.console import ConsoleProgress
     from engine.events import Progress
-    from engine.heatmaps import write_overlay
+    from engine.heatmaps import evidence_note, write_overlay
     from engine.images import ImageLoadError
 
     progress = ConsoleProgress()
@@ -526,8 +646,11 @@ def _write_heatmaps(predictions: list, preprocessing, folder: Path) -> int:  # n
     for done, prediction in enumerate(predictions, 1):
         if prediction.heatmap is not None:
             try:
-                write_overlay(prediction.path, np.asarray(prediction.heatmap, dtype=np.float32), preprocessing, folder)
+                cam = np.asarray(prediction.heatmap, dtype=np.float32)
+                write_overlay(prediction.path, cam, preprocessing, folder)
                 written += 1
+                if note := evidence_note(cam, prediction.label):
+                    print(f"note: {prediction.path}: {note}", file=sys.stderr)
             except ImageLoadError as exc:
                 print(f"warning: no heatmap for {exc}", file=sys.stderr)
         progress(Progress("writing heatmaps", done, len(predictions)))

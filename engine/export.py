@@ -11,6 +11,9 @@ way.
 Where the backbone ends in global average pooling + linear head (``split_at_global_pool``), the graph also returns
 ``feature_map`` and ``cam_weights``, which the predictor computes class activation maps from (``engine.heatmaps``).
 
+An ensemble run (``engine.ensemble``) exports the same way, as one graph with the same input, outputs (no heatmap
+ones) and metadata, checked against its PyTorch ``EnsembleModel``: the predictor cannot tell it from a single model.
+
 With ``quantize="int8"`` the float model is written first and kept when the int8 step then fails: it passed its
 own checks, so it is a good model, and ``QuantizationError`` says that it was written (and carries its result).
 """
@@ -34,8 +37,8 @@ import torch
 from engine import __version__
 from engine.atomic import write_bytes_atomic, write_json_atomic
 from engine.backbones.build import NO_EXACT_CAM, TransferModel, split_at_global_pool
-from engine.backbones.inference import load_trained_model
 from engine.control import Cancelled, RunControl
+from engine.ensemble_model import ENSEMBLE_KIND, NO_ENSEMBLE_CAM, load_run_model, recorded_members
 from engine.errors import BadInputError
 from engine.evaluation.calibration import recorded_calibration
 from engine.evaluation.metrics import check_evaluation_document
@@ -57,7 +60,8 @@ MAX_PARITY_IMAGES = 256
 MAX_CALIBRATION_IMAGES = 64
 GENERATED_PARITY_IMAGES = 16
 QUANTIZE_CHOICES = ("int8",)
-QUANTIZATION = "int8 static QDQ (per-channel weights, moving-average MinMax calibration, stem conv kept in float)"
+QUANTIZATION = ("int8 static QDQ (per-channel weights, moving-average MinMax calibration, stem convs kept in "
+                "float)")
 _BATCH = 16
 _PHASE = "exporting"
 # The exporter's optimizer warns of each initializer it leaves alone because it is a graph output: cam_weights is
@@ -128,10 +132,11 @@ def export_onnx(run_dir: Path | str, out: Path | str | None = None, *, opset: in
     steps = 4 if quantize else 3
 
     on_event(Progress(_PHASE, 0, steps, "loading the best weights"))
-    if (run_dir / rf.RUN_FILE).is_file() and not (run_dir / rf.BEST_FILE).is_file():
+    if (run_dir / rf.RUN_FILE).is_file() and not (run_dir / rf.BEST_FILE).is_file() and (
+            rf.read_run(run_dir).kind != ENSEMBLE_KIND):
         raise rf.RunFolderError(f"{run_dir}: no trained weights yet ({rf.BEST_FILE} is missing); "
                                 f"finish or resume the training first")
-    model, info = load_trained_model(run_dir)
+    model, info = load_run_model(run_dir)
     control.check()
     on_event(Progress(_PHASE, 1, steps, "exporting the graph"))
     calibration = recorded_calibration(run_dir / rf.EVALUATION_FILE)
@@ -140,7 +145,7 @@ def export_onnx(run_dir: Path | str, out: Path | str | None = None, *, opset: in
     document = metadata_document(labels=info.labels, preprocessing=info.preprocessing, backbone=info.backbone,
                                  training=training_summary(info), app_version=__version__, created=utc_now_iso(),
                                  calibration=calibration,
-                                 heatmaps=heatmaps_entry(None if has_heatmaps else f"{info.backbone}: {NO_EXACT_CAM}"))
+                                 heatmaps=heatmaps_entry(None if has_heatmaps else _no_heatmaps(info)))
     append_metadata(proto, {METADATA_KEY: json.dumps(document)})
     try:
         onnx.checker.check_model(proto, full_check=True)
@@ -236,15 +241,25 @@ def append_metadata(proto: onnx.ModelProto, entries: dict[str, str]) -> None:
 
 
 def training_summary(info: rf.RunInfo) -> dict[str, Any]:
-    """What the model card needs from run.json: how good, how long, on how much data."""
-    return {
+    """What the model card needs from run.json: how good, how long, on how much data; an ensemble's has no epochs
+    of its own, but its members, each with its backbone and its own accuracies."""
+    summary = {
         "best_val_accuracy": info.best_val_accuracy,
         "best_epoch": info.best_epoch,
         "epochs": info.epochs_completed,
-        "strategy": info.config.strategy,
+        "strategy": info.config.strategy if info.kind != ENSEMBLE_KIND else ENSEMBLE_KIND,
         "dataset_size": {split: sum(per_label.values()) for split, per_label in (info.dataset_counts or {}).items()},
         "run_created": info.created,
     }
+    if info.kind == ENSEMBLE_KIND:
+        summary["members"] = [{"backbone": member.backbone, "validation_accuracy": member.validation_accuracy,
+                               "test_accuracy": member.test_accuracy} for member in recorded_members(info)]
+    return summary
+
+
+def _no_heatmaps(info: rf.RunInfo) -> str:
+    """Why the run's graph has no heatmap outputs."""
+    return NO_ENSEMBLE_CAM if info.kind == ENSEMBLE_KIND else f"{info.backbone}: {NO_EXACT_CAM}"
 
 
 def parity_images(run_dir: Path, preprocessing: Preprocessing, scratch: Path) -> tuple[list[Path], str]:
@@ -274,7 +289,8 @@ def calibration_images(run_dir: Path) -> list[Path]:
 
 
 def quantize_int8(proto: onnx.ModelProto, calibration: np.ndarray, document: dict[str, Any]) -> bytes:
-    """Static QDQ quantization; the stem convolution, which sees the raw image, stays in float.
+    """Static QDQ quantization; the stem convolution, which sees the raw image, stays in float (each member's, in
+    an ensemble).
 
     Measured on EfficientNet-Lite0 (232 images): top-1 agreement with float 92.2% (plain MinMax), 94.0% with the
     stem kept in float and moving-average calibration, same 3.9 MB. Dynamic quantization cannot even run on
@@ -295,15 +311,29 @@ def quantize_int8(proto: onnx.ModelProto, calibration: np.ndarray, document: dic
         source.write_bytes(proto.SerializeToString())
         try:
             quant_pre_process(str(source), str(prepared))
-            stem = next((node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Conv"), None)
+            stems = _stem_convolutions(onnx.load(str(prepared)).graph)
             quantize_static(str(prepared), str(target), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=[stem] if stem else [], extra_options={"CalibMovingAverage": True})
+                            nodes_to_exclude=stems, extra_options={"CalibMovingAverage": True})
         except Exception as exc:  # noqa: BLE001 - any quantizer failure is reported as one ExportError
             raise ExportError(f"int8 quantization failed: {type(exc).__name__}: {exc}") from exc
         quantized = onnx.load(str(target))
     append_metadata(quantized, {METADATA_KEY: json.dumps(document)})
     return quantized.SerializeToString()
+
+
+def _stem_convolutions(graph: onnx.GraphProto) -> list[str]:
+    """The convolutions that see the image itself rather than another convolution's output: the stem, or one per
+    member of an ensemble (after its input adapter). The image is followed along data inputs (a node's first), not
+    along shapes taken from it."""
+    from_image, stems = {graph.input[0].name}, []
+    for node in graph.node:  # in topological order, as ONNX requires
+        if node.input and node.input[0] in from_image:
+            if node.op_type == "Conv":
+                stems.append(node.name)
+            else:
+                from_image.update(node.output)
+    return stems
 
 
 def _write_int8(proto: onnx.ModelProto, document: dict[str, Any], path: Path, calibration: np.ndarray,

@@ -36,6 +36,15 @@ def class_activation_map(feature_map: np.ndarray, weights: np.ndarray, class_ind
     return (cam / peak if peak > 0 else cam).astype(np.float32)
 
 
+def evidence_note(cam: np.ndarray, label: str) -> str:
+    """"" when some part of the photo speaks for ``label``; otherwise what an all-blue overlay means. An empty map
+    happens (a two-class model whose every position speaks for the other class): the answer then comes from the
+    head's bias, not from anything in the photo, and a person must not read a blank overlay as "it looked nowhere"."""
+    if np.max(cam, initial=0.0) > 0:
+        return ""
+    return f"no part of the photo speaks for “{label}”: the answer comes from the model's bias, not from the photo"
+
+
 def upsample(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``cam`` resized to ``size`` (width, height) with Pillow's bilinear filter; float32, values kept in [0, 1]."""
     image = Image.fromarray(np.ascontiguousarray(cam, dtype=np.float32))

@@ -236,7 +236,9 @@ class EvaluatePage(QWidget):
         self._update_buttons()
 
     def _update_buttons(self) -> None:
-        has_weights = self.snapshot is not None and (self.snapshot.run_dir / BEST_FILE).is_file()
+        # An ensemble has no weights of its own: its members' are exported into one graph.
+        has_weights = self.snapshot is not None and (self.snapshot.info.kind == "ensemble"
+                                                     or (self.snapshot.run_dir / BEST_FILE).is_file())
         self.export_button.setEnabled(has_weights and self._export_job is None)
         self.folder_button.setEnabled(self.snapshot is not None)
 
@@ -245,7 +247,9 @@ class EvaluatePage(QWidget):
         self._forget_heatmap_model()
         info = snapshot.info
         best_text = ""
-        if info.best_val_accuracy is not None and info.best_val_accuracy >= 0:  # -1: stopped before an epoch
+        if info.kind == "ensemble":
+            best_text = f", ensemble of {len(info.members)} runs"
+        elif info.best_val_accuracy is not None and info.best_val_accuracy >= 0:  # -1: stopped before an epoch
             best_text = f", best epoch {info.best_epoch} ({info.best_val_accuracy:.1%})"
         self.run_label.setText(f"<b>{snapshot.run_dir.name}</b> · {info.backbone} · {info.status}{best_text}"
                                f"<br>{snapshot.run_dir}")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PySide6.QtCore import QModelIndex, QPoint, Qt, Signal, Slot
 from PySide6.QtGui import QKeySequence, QShortcut, QStandardItem
 from PySide6.QtWidgets import (
@@ -39,6 +40,7 @@ from desktop.widgets.probability_bars import TOP_K_ROLE, ProbabilityBarsDelegate
 from desktop.widgets.progress import show_progress
 from desktop.workers import Job, JobRunner
 from engine.events import BatchPredicted, Progress
+from engine.heatmaps import evidence_note
 from engine.images import IMAGE_EXTENSIONS
 from engine.preprocessing import Preprocessing
 from engine.training.run_folder import RUN_FILE
@@ -306,7 +308,9 @@ class PredictPage(QWidget):
             return
         shown = heatmaps and prediction.heatmap is not None and preprocessing is not None
         if shown:
-            self._preview_caption = f"{name}: where the model saw “{prediction.label}” ({prediction.confidence:.1%})"
+            note = evidence_note(np.asarray(prediction.heatmap), prediction.label)
+            self._preview_caption = (f"{name}: {note} ({prediction.confidence:.1%})" if note else
+                                     f"{name}: where the model saw “{prediction.label}” ({prediction.confidence:.1%})")
         elif heatmaps:
             self._preview_caption = f"{name}: classified without heatmaps; classify it again to see them"
         else:

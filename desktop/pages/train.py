@@ -3,8 +3,8 @@ learning-rate finder in the options' Advanced section."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,13 +30,15 @@ from desktop.widgets.log_view import LogView
 from desktop.widgets.lr_find_panel import LrFindPanel
 from desktop.widgets.plots import TRAIN_COLOR, VAL_COLOR, MetricPlot
 from desktop.workers import Job, JobRunner
-from engine.events import BatchProgress, EpochEnded, EpochStarted, Progress, RunFinished, RunStarted
+from engine.control import RunControl
+from engine.events import BatchProgress, EpochEnded, EpochStarted, EventSink, Progress, RunFinished, RunStarted
 from engine.time_format import format_duration
 from engine.training.config import TrainConfig
-from engine.training.run_folder import RUN_FILE, RunInfo
+from engine.training.run_folder import RUN_FILE, RunInfo, read_run
 
 if TYPE_CHECKING:  # imports torch, which loads on the worker thread
     from engine.training.lr_find import LrFindResult
+    from engine.training.trainer import TrainResult
 
 REDRAW_MS = 250
 
@@ -48,6 +50,19 @@ def _epoch_line(record: Mapping[str, Any], epochs: int) -> str:
     return (f"{name}: train loss {record['train_loss']:.3f}, accuracy {record['train_accuracy']:.1%} · "
             f"validation loss {record['val_loss']:.3f}, accuracy {record['val_accuracy']:.1%} · "
             f"{record['seconds']:.1f} s{best}")
+
+
+def _distill(out: Path, config: TrainConfig) -> Job:
+    """``config.teachers`` distilled into a student in ``out``, with a baseline student trained without them."""
+
+    def run(on_event: EventSink, control: RunControl) -> Path | None:
+        from engine.training.distillation import distill
+
+        result = distill([Path(t) for t in config.teachers], out, config, baseline=True, on_event=on_event,
+                         control=control)
+        return out if result.status == "completed" else None
+
+    return Job(f"Distilling into {out.name}", run)
 
 
 class TrainPage(QWidget):
@@ -238,12 +253,32 @@ class TrainPage(QWidget):
         self.log_view.add_line(f"Training again with the options of {info.path}")
         return True
 
+    def distill(self, teachers: Sequence[Path], student: str, alpha: float, temperature: float) -> bool:
+        """A ``student`` model learning from the ``teachers`` runs' probabilities as well as the labels, on the first
+        teacher's dataset with its options (a fine-tune, where it only fitted a head). False while another job runs;
+        BadInputError when a teacher cannot be read or the options are refused."""
+        if self.busy:
+            return False
+        info = read_run(teachers[0])
+        strategy = "fine-tune" if info.config.strategy == "feature-extract" else info.config.strategy
+        config = replace(info.config, backbone=student, strategy=strategy, weights_file=None,
+                         teachers=tuple(str(t) for t in teachers), distill_alpha=alpha,
+                         distill_temperature=temperature)
+        self.set_dataset(Path(info.data_dir), f"{info.path.name}'s dataset, distilled from {len(teachers)} run(s)")
+        self.options_form.set_options(config.to_dict())
+        self._begin_new_run(config)
+        self.log_view.add_line(f"Distilling {', '.join(t.name for t in teachers)} into {student} "
+                               f"(teacher weight {alpha:g}, temperature {temperature:g})")
+        return True
+
     def _begin_new_run(self, config: TrainConfig) -> None:
-        """A fresh run folder, empty curves and log, and the training job on the page's dataset."""
+        """A fresh run folder, empty curves and log, and the training job on the page's dataset (a distillation when
+        the config names teachers)."""
         self.run_dir = paths.new_run_folder()
         self.history = TrainingHistory()
         self.log_view.clear()
-        self._begin(jobs.train(self.data_dir, self.run_dir, config))
+        self._begin(_distill(self.run_dir, config) if config.teachers else
+                    jobs.train(self.data_dir, self.run_dir, config))
 
     def _checked_config(self) -> TrainConfig | None:
         """The form's TrainConfig, or None with the reason shown under the buttons (and nothing created)."""
@@ -373,6 +408,9 @@ class TrainPage(QWidget):
     def on_run_started(self, job: Job, event: RunStarted) -> None:
         if job is not self._train_job:
             return
+        if not event.start_epoch and Path(event.run_dir) != self.run_dir:  # a distillation's second run
+            self.run_dir, self.history = Path(event.run_dir), TrainingHistory()
+            self.run_label.setText(f"Run folder: {self.run_dir}")
         if event.start_epoch:
             self.history.truncate(event.start_epoch)
             self._dirty = True
@@ -475,7 +513,11 @@ class TrainPage(QWidget):
             self._show_ended("Stopped")
 
     @Slot(object, object)
-    def on_returned(self, job: Job, result: LrFindResult) -> None:
+    def on_returned(self, job: Job, result: LrFindResult | TrainResult | Path | None) -> None:
+        if job is self._train_job and isinstance(result, Path):
+            # A distillation's student, which ended before the student trained without a teacher: shown last.
+            self.log_view.add_line(f"Distilled: the trade-off table is on the Runs page ({result.name}).")
+            self.run_ended.emit(result, "completed")
         if job is not self._lr_find_job:
             return
         self.lr_find_panel.show_result(result)

@@ -24,8 +24,8 @@ from engine.training.device import DeviceSetup, to_device
 
 @torch.inference_mode()
 def forward_in_batches(
-    model: TransferModel,
-    stages: range,
+    model: TransferModel | torch.nn.Module,
+    stages: range | None,
     count: int,
     load_batch: Callable[[range], torch.Tensor],
     setup: DeviceSetup,
@@ -37,7 +37,8 @@ def forward_in_batches(
     control: RunControl | None = None,
 ) -> torch.Tensor:
     """Outputs of ``stages`` (then of the head, with ``head=True``: logits) for ``count`` inputs, frozen (eval
-    mode, no autograd), on the CPU.
+    mode, no autograd), on the CPU. ``stages`` None: the model's own forward, for any module that maps images to
+    logits (an ``engine.ensemble_model.EnsembleModel`` too), with ``head`` left False.
 
     A ``BatchSizeTuner`` tries its candidate sizes on these batches and is told how fast each ran.
     """
@@ -53,7 +54,7 @@ def forward_in_batches(
         batch = to_device(load_batch(range(done, min(count, done + size))), setup)
         batch_started = time.perf_counter()
         with torch.autocast(setup.device, dtype=setup.amp_dtype, enabled=setup.amp_dtype is not None):
-            out = run_stages(model, stages, batch)
+            out = model(batch) if stages is None else run_stages(model, stages, batch)
             if head:
                 out = model.head(out)
         outputs.append(out.float().cpu())  # the copy to the CPU waits for the GPU, so the timing below is real
@@ -71,6 +72,9 @@ def forward_in_batches(
 def load_trained_model(run_dir: Path | str, device: str = "cpu") -> tuple[TransferModel, rf.RunInfo]:
     """The run's best weights in eval mode on ``device``; refuses a run folder whose files do not agree."""
     info = rf.read_run(Path(run_dir))
+    if info.kind == "ensemble":
+        raise rf.RunFolderError(f"{run_dir}: an ensemble run has no weights of its own (its members have); load it "
+                                "with engine.ensemble_model.load_run_model")
     model = create_model(info.config.backbone, len(info.labels), pretrained=False, dropout=info.config.dropout)
     checkpoint = load_checkpoint(Path(run_dir) / rf.BEST_FILE, device)
     try:

@@ -138,6 +138,16 @@ def seeded_uniforms(keys: Sequence[bytes], per_image: int) -> torch.Tensor:
     return torch.from_numpy((words >> 8).astype(np.float32) * np.float32(2.0**-24))
 
 
+def view_key(seed: int, content_hash: str, view: int) -> bytes:
+    """The ``seeded_uniforms`` key of augmented view ``view`` of the photo whose bytes hash to ``content_hash``.
+
+    A run's frozen features and its teachers' probabilities (engine.training.teacher_targets) both use it, so a
+    teacher sees the student's very views: the crop box is in fractions of the photo, so the same row cuts the same
+    region at the teacher's resolution.
+    """
+    return f"{seed}|{content_hash}|{view}".encode()
+
+
 def _normalize(pixels: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
     mean = torch.tensor(preprocessing.mean, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
     std = torch.tensor(preprocessing.std, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)

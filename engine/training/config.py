@@ -66,6 +66,19 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     weights_file: str | None = None
+    # A run folder whose recorded split this run trains, validates and tests on (instead of splitting anew): runs
+    # that share one can be compared and ensembled, and a distilled student never trains on its teacher's
+    # validation or test photos. "" = split this data with val_split, test_split and seed.
+    split_from: str = ""
+    # Knowledge distillation (engine.training.distillation): teacher run folders (absolute paths; an ensemble
+    # run counts as one teacher) whose temperature-softened probabilities the fine-tune epochs also learn from.
+    teachers: tuple[str, ...] = ()
+    # Loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy (Hinton et al. 2015). Equal
+    # weights: the labels here are right, the teacher adds which classes look alike. T = 4: Hinton found
+    # intermediate temperatures best for a student smaller than its teacher, and a teacher that fits its training
+    # photos gives them near one-hot probabilities at T = 1, which teach nothing the labels do not.
+    distill_alpha: float = 0.5
+    distill_temperature: float = 4.0
 
     def __post_init__(self) -> None:
         get_backbone(self.backbone)
@@ -90,13 +103,19 @@ class TrainConfig:
             (self.early_stopping >= -1, "early_stopping must be >= 0 (0 disables, -1: chosen by the plan)"),
             (0 < self.val_split < 0.9, "val_split must be in (0, 0.9)"),
             (0 <= self.test_split < 0.9 and self.val_split + self.test_split < 0.9, "test_split too large"),
+            (all(isinstance(t, str) and t for t in self.teachers), "teachers must be run folders"),
+            (not (self.teachers and self.strategy == "feature-extract"),
+             "distillation trains the fine-tune epochs on the teacher's probabilities, and feature-extract has "
+             "none: use strategy fine-tune or full"),
+            (0 <= self.distill_alpha <= 1, "distill_alpha (the teacher's share of the loss) must be in [0, 1]"),
+            (0 < self.distill_temperature <= 20, "distill_temperature must be in (0, 20]"),
         ]
         for ok, message in checks:
             if not ok:
                 raise BadInputError(message)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "teachers": list(self.teachers)}  # JSON's form, which from_dict reads back
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -114,6 +133,8 @@ class TrainConfig:
             expected = type(default) if default is not None else (str, type(None))
             if expected is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
+            if expected is tuple and isinstance(value, list):  # JSON has lists only
+                value = tuple(value)
             if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
                 raise BadInputError(f"training option {name!r} has an invalid value {value!r}")
             values[name] = value

@@ -10,13 +10,14 @@ import torch
 
 from engine.atomic import write_json_atomic
 from engine.backbones.build import TransferModel
-from engine.backbones.inference import forward_in_batches, load_trained_model
+from engine.backbones.inference import forward_in_batches
 from engine.control import RunControl
 from engine.dataset.cache import DecodedImageCache
 from engine.dataset.report import ImageItem
 from engine.dataset.scan import scan_dataset
 from engine.dataset.split import keep_recorded_split
 from engine.dataset.validate import DatasetError
+from engine.ensemble_model import EnsembleModel, load_run_model
 from engine.evaluation.calibration import recorded_calibration
 from engine.evaluation.from_logits import SplitLogits, evaluate_logits
 from engine.events import EventSink, ignore_event
@@ -25,8 +26,8 @@ from engine.training import run_folder as rf
 from engine.training.device import resolve_device
 
 
-def predict_logits(model: TransferModel, items: tuple[ImageItem, ...] | list[ImageItem], cache: DecodedImageCache,
-                   device: str = "cpu", *, on_event: EventSink = ignore_event,
+def predict_logits(model: TransferModel | EnsembleModel, items: tuple[ImageItem, ...] | list[ImageItem],
+                   cache: DecodedImageCache, device: str = "cpu", *, on_event: EventSink = ignore_event,
                    control: RunControl | None = None) -> np.ndarray:
     """Logits (N x C) with the evaluation transform; the model, head included, runs on ``device``."""
     setup = resolve_device(device)
@@ -35,22 +36,22 @@ def predict_logits(model: TransferModel, items: tuple[ImageItem, ...] | list[Ima
     def load(indices: range) -> torch.Tensor:
         return torch.from_numpy(np.stack([normalize_crop(cache.get(items[i].path), preprocessing) for i in indices]))
 
-    logits = forward_in_batches(model, range(len(model.stages)), len(items), load, setup, 16, head=True,
-                                phase="evaluating", on_event=on_event, control=control)
+    logits = forward_in_batches(model, None, len(items), load, setup, 16, phase="evaluating", on_event=on_event,
+                                control=control)
     return logits.numpy()
 
 
 def evaluate_run(run_dir: Path | str, data_dir: Path | str | None = None, *, device: str = "cpu",
                  on_event: EventSink = ignore_event, control: RunControl | None = None) -> dict[str, Any]:
-    """Re-evaluate a run. Without ``data_dir``: its own validation (and test) split as the run recorded it (photos
-    added since are left out, with a warning), the temperature fitted again on that validation split, saved to
-    evaluation.json.
+    """Re-evaluate a run (an ensemble too). Without ``data_dir``: its own validation (and test) split as the run
+    recorded it (photos added since are left out, with a warning), the temperature fitted again on that validation
+    split, saved to evaluation.json.
 
     With ``data_dir``: every usable image of that folder (which must have the same classes), scaled by the
     temperature the run recorded (1 without one), not saved.
     """
     setup = resolve_device(device)
-    model, info = load_trained_model(run_dir, setup.device)
+    model, info = load_run_model(run_dir, setup.device)
     cache = DecodedImageCache(info.preprocessing)
     source = Path(data_dir) if data_dir is not None else Path(info.data_dir)
     config = info.config

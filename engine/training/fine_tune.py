@@ -1,7 +1,8 @@
 """The fine-tune epochs after the quick head: the trainable top of the network, following a FineTunePlan.
 
-Recording (metrics, checkpoints, early-stopping count) is the EpochRecorder's job and frozen outputs are the
-FrozenFeatures provider's; this module only loops: inputs for the epoch, one epoch, validation, record.
+Recording (metrics, checkpoints, early-stopping count) is the EpochRecorder's job, frozen outputs are the
+FrozenFeatures provider's and a distillation's soft targets the TeacherTargets'; this module only loops: inputs
+for the epoch, one epoch, validation, record.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from engine.training.config import TrainConfig
 from engine.training.device import DeviceSetup, to_device
 from engine.training.epoch_recorder import EpochMetrics, EpochRecorder
 from engine.training.frozen_features import FrozenFeatures
-from engine.training.loop import cross_entropy, train_one_epoch, warmup_cosine
+from engine.training.loop import TrainingBatch, train_one_epoch, training_loss, warmup_cosine
 from engine.training.quick_head import head_metrics, labels_tensor
 from engine.training.recipe import FineTunePlan
 from engine.training.strategies import apply_strategy, build_optimizer, set_train_mode
+from engine.training.teacher_targets import TeacherTargets
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +44,12 @@ class FineTuner:
     def __init__(self, model: TransferModel, plan: FineTunePlan, config: TrainConfig, setup: DeviceSetup,
                  frozen: FrozenFeatures, recorder: EpochRecorder, run_dir: Path,
                  drop_unreadable: Callable[[tuple[ImageItem, ...]], tuple[ImageItem, ...]], on_event: EventSink,
-                 control: RunControl) -> None:
+                 control: RunControl, teacher: TeacherTargets | None = None) -> None:
+        """``teacher``: a distillation's teachers, whose probabilities of each view join the loss."""
         self.model, self.plan, self.config, self.setup = model, plan, config, setup
         self.frozen, self.recorder, self.run_dir = frozen, recorder, run_dir
         self.drop_unreadable, self.on_event, self.control = drop_unreadable, on_event, control
+        self.teacher = teacher
         self.batch_size = training_batch_size(config.batch_size, setup.device)
 
     def run(self, data: FineTuneData, start_epoch: int, checkpoint: dict[str, Any] | None) -> None:
@@ -65,7 +69,8 @@ class FineTuner:
         if checkpoint is not None and checkpoint.get("optimizer"):
             optimizer.load_state_dict(checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
-        loss_fn = cross_entropy(data.class_weights, self.config.label_smoothing)
+        loss_fn = training_loss(data.class_weights, self.config.label_smoothing, alpha=self.config.distill_alpha,
+                                temperature=self.config.distill_temperature)
         val_targets = labels_tensor(i.label for i in data.val_items)
         phase = "full" if plan.depth == "full" else "fine-tune"
         train_items = data.train_items
@@ -124,11 +129,13 @@ class FineTuner:
             scheduler.step()
         return scheduler
 
-    def _batches(self, items: tuple[ImageItem, ...], epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(inputs of the trainable stages, targets) on the device, for augmented view (epoch - 1) mod plan.views.
+    def _batches(self, items: tuple[ImageItem, ...], epoch: int) -> Iterator[TrainingBatch]:
+        """(inputs of the trainable stages, labels, teacher probabilities or None) on the device, for augmented
+        view (epoch - 1) mod plan.views.
 
         Shuffled per epoch with a seed derived from (seed, epoch), so a resumed run sees the same order. A view
-        that later epochs reuse has its frozen outputs computed once (see FrozenFeatures.training_inputs).
+        that later epochs reuse has its frozen outputs computed once (see FrozenFeatures.training_inputs); the
+        teachers' outputs of every view are computed once and cached (see TeacherTargets).
         """
         generator = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
         order = torch.randperm(len(items), generator=generator).tolist()
@@ -138,7 +145,10 @@ class FineTuner:
                                              views < self.plan.epochs,
                                              f"augmented view {view + 1} of {views} (training)")
         labels = labels_tensor(item.label for item in items)
-        return ((x, to_device(labels[rows], self.setup)) for rows, x in inputs)
+        teacher = (self.teacher.probabilities(items, view, self.config.distill_temperature)
+                   if self.teacher is not None else None)
+        return ((x, to_device(labels[rows], self.setup),
+                 to_device(teacher[rows], self.setup) if teacher is not None else None) for rows, x in inputs)
 
 
 def _steps(images: int, batch_size: int) -> int:

@@ -21,7 +21,7 @@ from engine.control import RunControl
 from engine.dataset.cache import DecodedImageCache
 from engine.dataset.report import ImageItem
 from engine.events import EventSink, Info, WarningEvent
-from engine.training.batch_augment import AUGMENT_VERSION, BatchAugment, evaluation_crops, seeded_uniforms
+from engine.training.batch_augment import AUGMENT_VERSION, BatchAugment, evaluation_crops, seeded_uniforms, view_key
 from engine.training.batch_size import BatchSizeTuner
 from engine.training.config import TrainConfig
 from engine.training.device import DeviceSetup, to_device
@@ -153,11 +153,8 @@ class FrozenFeatures:
         return to_device(batch.pixels, self.setup)
 
     def _augmented(self, batch: ImageBatch, items: Sequence[ImageItem], view: int) -> torch.Tensor:
-        keys = [self._view_key(self.cache.content_hash(items[row].path), view) for row in batch.rows]
+        keys = [view_key(self.config.seed, self.cache.content_hash(items[row].path), view) for row in batch.rows]
         return self.augment(self._on_device(batch), seeded_uniforms(keys, self.augment.uniforms_per_image))
-
-    def _view_key(self, content_hash: str, view: int) -> bytes:
-        return f"{self.config.seed}|{content_hash}|{view}".encode()
 
     def _features(self, items: tuple[ImageItem, ...], upto: int, phase: str, view: int | None, *,
                   on_disk: bool = True) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """One training epoch and one evaluation pass of the trainable top of the network.
 
 Batches arrive as outputs of the frozen stages (computed without autograd by ``FrozenFeatures``), or as
-augmented images when nothing is frozen; only the trainable stages and the head build a graph.
+augmented images when nothing is frozen; only the trainable stages and the head build a graph. Each batch also
+carries its labels and, in a distillation, the teacher's softened probabilities of the same views.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from engine.training.device import DeviceSetup, to_device
 
 _BATCH_EVENT_INTERVAL = 0.25  # seconds: a few progress events per second is plenty for any front end
 
+# (inputs of the trainable stages, labels, teacher probabilities at the distillation temperature or None)
+TrainingBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
+TrainingLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
 
 class NonFiniteLossError(RuntimeError):
     pass
@@ -37,10 +42,10 @@ class EpochStats:
 def train_one_epoch(
     model: TransferModel,
     first_trainable: int,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    batches: Iterable[TrainingBatch],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    loss_fn: TrainingLoss,
     setup: DeviceSetup,
     set_mode: Callable[[], None],
     *,
@@ -51,7 +56,7 @@ def train_one_epoch(
     on_event: EventSink,
     control: RunControl,
 ) -> EpochStats:
-    """One pass over ``batches`` (inputs of the trainable stages, targets).
+    """One pass over ``batches`` (inputs of the trainable stages, labels, teacher probabilities or None).
 
     Loss and accuracy are summed on the device and read back only for a progress event (a few a second) and at
     the end: a read per step would make the host wait for the device at every batch. A loss that stops being
@@ -63,12 +68,13 @@ def train_one_epoch(
     correct = torch.zeros((), dtype=torch.long, device=setup.device)
     seen = 0
     started = last_event = time.perf_counter()
-    for index, (images, targets) in enumerate(batches, start=1):
+    for index, (images, targets, teacher) in enumerate(batches, start=1):
         control.check()
         images, targets = to_device(images, setup), to_device(targets, setup)
+        teacher = to_device(teacher, setup) if teacher is not None else None
         with torch.autocast(setup.device, dtype=setup.amp_dtype, enabled=setup.amp_dtype is not None):
             logits = model.head(run_stages(model, trainable, images))
-            loss = loss_fn(logits.float(), targets)
+            loss = loss_fn(logits.float(), targets, teacher)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -126,6 +132,23 @@ def cross_entropy(class_weights: torch.Tensor | None, label_smoothing: float) ->
     def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         weight = class_weights.to(logits.device) if class_weights is not None else None
         return F.cross_entropy(logits, targets, weight=weight, label_smoothing=label_smoothing)
+
+    return loss
+
+
+def training_loss(class_weights: torch.Tensor | None, label_smoothing: float, *, alpha: float = 0.0,
+                  temperature: float = 1.0) -> TrainingLoss:
+    """The fine-tune loss: cross-entropy on the labels (class-weighted, smoothed); for a batch that carries
+    teacher probabilities p (softened at ``temperature`` T), Hinton et al.'s (2015)
+    alpha * T^2 * KL(p || softmax(logits / T)) + (1 - alpha) * cross-entropy. T^2 keeps the soft term's gradients
+    at the scale of the hard term's whatever T is, so alpha means the same at every temperature."""
+    hard = cross_entropy(class_weights, label_smoothing)
+
+    def loss(logits: torch.Tensor, targets: torch.Tensor, teacher: torch.Tensor | None) -> torch.Tensor:
+        if teacher is None:
+            return hard(logits, targets)
+        soft = F.kl_div(F.log_softmax(logits / temperature, dim=1), teacher, reduction="batchmean")
+        return alpha * temperature**2 * soft + (1 - alpha) * hard(logits, targets)
 
     return loss
 

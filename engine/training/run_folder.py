@@ -15,18 +15,20 @@ from engine.atomic import append_line_atomic, write_bytes_atomic, write_json_ato
 from engine.dataset.report import SPLITS, ScanReport
 from engine.errors import BadInputError
 from engine.preprocessing import Preprocessing
+from engine.run_files import EVALUATION_FILE as EVALUATION_FILE
+from engine.run_files import METRICS_FILE as METRICS_FILE
+from engine.run_files import MODEL_FILE as MODEL_FILE
+from engine.run_files import RUN_FILE as RUN_FILE
 from engine.training.config import TrainConfig
 from engine.training.recipe import FineTunePlan
 
-RUN_FILE = "run.json"
-METRICS_FILE = "metrics.jsonl"
 BEST_FILE = "best.pt"
 LAST_FILE = "last.pt"
-EVALUATION_FILE = "evaluation.json"
 SCAN_REPORT_FILE = "scan_report.json"
-MODEL_FILE = "model.onnx"  # where export writes by default
 RUN_FORMAT = 1
 RUN_STATUSES = ("running", "completed", "cancelled", "failed")
+# "ensemble": built by engine.ensemble from other runs (no weights of its own; run.json lists its members).
+RUN_KINDS = ("single", "ensemble")
 
 
 class RunFolderError(BadInputError):
@@ -59,6 +61,8 @@ class RunInfo:
     finished: str | None
     error: str | None
     raw: dict[str, Any]  # the whole document: desktop.jobs.RunSnapshot still reads it (until it takes RunInfo)
+    kind: str = "single"  # one of RUN_KINDS
+    members: tuple[str, ...] = ()  # an ensemble's member runs (absolute paths); empty for a single run
 
 
 def versions() -> dict[str, str]:
@@ -102,6 +106,7 @@ def read_run(run_dir: Path) -> RunInfo:
         if not isinstance(versions, dict) or not all(isinstance(v, str) for v in versions.values()):
             raise ValueError("versions must map names to version strings")
         best_val_accuracy = _optional(raw, "best_val_accuracy", (int, float))
+        kind, members = _kind_and_members(raw)
         return RunInfo(
             path=run_dir, status=raw["status"], config=config,
             backbone=_optional(raw, "backbone", str) or config.backbone, labels=tuple(labels),
@@ -111,9 +116,21 @@ def read_run(run_dir: Path) -> RunInfo:
             best_epoch=_optional(raw, "best_epoch", int),
             best_val_accuracy=float(best_val_accuracy) if best_val_accuracy is not None else None,
             epochs_completed=_optional(raw, "epochs_completed", int), finished=_optional(raw, "finished", str),
-            error=_optional(raw, "error", str), raw=raw)
+            error=_optional(raw, "error", str), raw=raw, kind=kind, members=members)
     except (KeyError, TypeError, ValueError) as exc:
         raise RunFolderError(f"{path}: damaged or edited run file, refused ({exc})") from exc
+
+
+def _kind_and_members(raw: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """The run's kind and, for an ensemble, its member runs (at least two; a single run has none)."""
+    kind, members = raw.get("kind", "single"), raw.get("members", [])
+    if kind not in RUN_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(RUN_KINDS)}, not {kind!r}")
+    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+        raise ValueError("members must be a list of run folders")
+    if (kind == "ensemble") != bool(members) or len(members) == 1:
+        raise ValueError("an ensemble lists at least two member runs, and only an ensemble lists any")
+    return kind, tuple(members)
 
 
 def _optional(raw: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:

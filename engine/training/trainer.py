@@ -29,6 +29,7 @@ from engine.training.fine_tune import FineTuneData, FineTuner
 from engine.training.head_phase import fit_quick_head
 from engine.training.preparation import class_weights_for, prepare_training, still_readable
 from engine.training.recipe import FineTunePlan, plan_fine_tune
+from engine.training.teacher_targets import TeacherTargets, split_source
 
 
 class RunExistsError(BadInputError):
@@ -61,6 +62,9 @@ def train(
     try:
         if resume:
             info = rf.read_run(run_dir)
+            if info.kind == "ensemble":
+                raise BadInputError(f"{run_dir}: an ensemble of other runs has nothing of its own to train; build it "
+                                    "again into a new folder (transfer-studio ensemble)")
             config, data_dir = info.config, data_dir or info.data_dir
         else:
             if (run_dir / rf.RUN_FILE).exists():
@@ -68,6 +72,8 @@ def train(
             if run_dir.exists() and not run_dir.is_dir():
                 raise RunExistsError(f"{run_dir}: is a file, not a folder; choose a folder for the run")
             config = config or TrainConfig()
+            if config.teachers and not config.split_from:  # the student never sees the teacher's held-out photos
+                config = replace(config, split_from=str(split_source(config.teachers[0])))
         if data_dir is None:
             raise BadInputError("no dataset folder given")
         session = _Session(Path(data_dir), run_dir, config, on_event, control)
@@ -96,21 +102,27 @@ class _Session:
         self.start_epoch = 0
         self.checkpoint: dict[str, Any] | None = None
         self.plan: FineTunePlan | None = None
+        self.teacher: TeacherTargets | None = None
         self.marked_running = False  # run.json says "running": from then on every ending must update it
 
     # --- preparation -------------------------------------------------------------------------------
     def prepare(self, resume: bool) -> None:
         if self.config.compile and (reason := compile_unavailable()):
             raise BadInputError(reason)  # also for a run started elsewhere with compile and resumed in the bundle
-        # A resumed run trains on its recorded split: only a fresh one needs the near-duplicates to split by.
+        # A resumed run trains on its recorded split, and split_from on that run's: only a fresh split needs the
+        # near-duplicates to split by.
         self.prepared = prepare_training(self.data_dir, self.config, self.on_event, self.control,
-                                         near_duplicates=not resume)
+                                         near_duplicates=not resume and not self.config.split_from)
         self.setup, self.model, self.labels = self.prepared.setup, self.prepared.model, self.prepared.labels
         self.recorder = EpochRecorder(self.run_dir, self.model, self.config.epochs, self.on_event)
         self.control.check()  # a stop while preparing (scan, model, weights download) leaves no run behind
         if resume:
             self._load_resume_state()
+            self._load_teachers()
         else:
+            if self.config.split_from:
+                self._use_split(self._split_from(Path(self.config.split_from)))
+            self._load_teachers()  # refuses a teacher that cannot teach before any run file is written
             self.run_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(self.run_dir)  # a start killed before run.json was written may leave some
             rf.write_run_file(self.run_dir, {
@@ -148,6 +160,25 @@ class _Session:
         rf.update_run_file(self.run_dir, status="running")
         self.marked_running = True
 
+    def _split_from(self, source: Path) -> ScanReport:
+        """This scan with the split recorded in run ``source`` (trained on the same classes)."""
+        recorded = rf.read_scan_report(rf.read_run(source))
+        if list(recorded.classes) != self.labels:
+            raise BadInputError(f"{source}: its classes ({', '.join(recorded.classes)}) differ from those of "
+                                f"{self.data_dir} ({', '.join(self.labels)}); split from a run of this data")
+        report = keep_recorded_split(recorded, self.prepared.report, self.on_event)
+        counts = ", ".join(f"{len(report.split_items(split))} {split}" for split in ("train", "val", "test"))
+        self.on_event(Info(f"split: the one recorded in {source} ({counts} photos)"))
+        return report
+
+    def _load_teachers(self) -> None:
+        if self.config.teachers:
+            self.teacher = TeacherTargets.load(self.config.teachers, self.labels, self.prepared.report, self.config,
+                                               self.setup, self.on_event, self.control)
+            self.on_event(Info(f"distillation from {len(self.config.teachers)} teacher(s), "
+                               f"{len(self.teacher.members)} model(s): alpha {self.config.distill_alpha:g}, "
+                               f"temperature {self.config.distill_temperature:g}"))
+
     def _record_split(self) -> None:
         """scan_report.json: the split this run trains on, which resuming and re-evaluating keep to."""
         write_json_atomic(self.run_dir / rf.SCAN_REPORT_FILE, self.prepared.report.to_dict())
@@ -175,7 +206,7 @@ class _Session:
             assert self.plan is not None  # set by the quick head, or read back on resume
             if self._fine_tune_left(self.plan):
                 FineTuner(self.model, self.plan, self.config, self.setup, self.prepared.frozen, self.recorder,
-                          self.run_dir, self._drop_unreadable, self.on_event, self.control).run(
+                          self.run_dir, self._drop_unreadable, self.on_event, self.control, self.teacher).run(
                     FineTuneData(self.train_items, self.val_items, self.prepared.class_weights),
                     self.start_epoch, self.checkpoint)
             evaluation = self._final_evaluation()

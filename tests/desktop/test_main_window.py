@@ -34,7 +34,7 @@ def test_pages_and_named_widgets(window: MainWindow, find) -> None:
     assert window.objectName() == "mainWindow"
     tabs = find("mainTabs")
     assert [tabs.widget(i).objectName() for i in range(tabs.count())] == [
-        "dataPage", "trainPage", "evaluatePage", "predictPage"]
+        "dataPage", "trainPage", "evaluatePage", "predictPage", "runsPage"]
     for name in NAMED:
         find(name)
     for name in ITEM_VIEWS:

@@ -21,6 +21,7 @@ from engine.heatmaps import (
     UNSEEN_GREY,
     class_activation_map,
     crop_box,
+    evidence_note,
     overlay,
     place_on_photo,
     write_overlay,
@@ -44,6 +45,9 @@ def test_cam_is_the_class_weights_at_each_position_relu_then_divided_by_the_maxi
     np.testing.assert_allclose(class_activation_map(feature_map, weights, 1), [[2 / 5, 1.0, 3 / 5]])  # [2, 5, 3]
     nothing_for_it = class_activation_map(feature_map, -weights, 1)
     assert nothing_for_it.dtype == np.float32 and not nothing_for_it.any()
+    # An all-blue overlay is explained, not left to be read as "it looked nowhere".
+    assert "bias" in evidence_note(nothing_for_it, "dog") and "“dog”" in evidence_note(nothing_for_it, "dog")
+    assert evidence_note(class_activation_map(feature_map, weights, 1), "dog") == ""
 
 
 @pytest.mark.parametrize(("photo_size", "dot", "preprocessing"), [

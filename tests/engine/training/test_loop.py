@@ -8,7 +8,7 @@ from engine.backbones.build import TransferModel
 from engine.control import RunControl
 from engine.events import ignore_event
 from engine.training.device import resolve_device
-from engine.training.loop import NonFiniteLossError, cross_entropy, train_one_epoch
+from engine.training.loop import NonFiniteLossError, train_one_epoch, training_loss
 
 
 class _SkippingScaler:
@@ -39,8 +39,8 @@ def _scheduler_steps(scaler: _SkippingScaler | None) -> int:
     model = TransferModel([nn.Flatten()], feature_dim=4, num_classes=2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    batches = [(torch.randn(4, 4), torch.tensor([0, 1, 0, 1])) for _ in range(3)]
-    train_one_epoch(model, 0, batches, optimizer, scheduler, cross_entropy(None, 0.0), resolve_device("cpu"),
+    batches = [(torch.randn(4, 4), torch.tensor([0, 1, 0, 1]), None) for _ in range(3)]
+    train_one_epoch(model, 0, batches, optimizer, scheduler, training_loss(None, 0.0), resolve_device("cpu"),
                     model.train, epoch=1, batch_count=3, grad_clip=1.0, scaler=scaler, on_event=ignore_event,
                     control=RunControl())
     return scheduler.last_epoch
@@ -59,7 +59,7 @@ def _epoch(batches: list, events: list) -> object:
     model = TransferModel([nn.Flatten()], feature_dim=4, num_classes=2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    return train_one_epoch(model, 0, batches, optimizer, scheduler, cross_entropy(None, 0.0), resolve_device("cpu"),
+    return train_one_epoch(model, 0, batches, optimizer, scheduler, training_loss(None, 0.0), resolve_device("cpu"),
                            model.train, epoch=2, batch_count=len(batches), grad_clip=0.0, scaler=None,
                            on_event=events.append, control=RunControl())
 
@@ -67,7 +67,7 @@ def _epoch(batches: list, events: list) -> object:
 def test_the_epoch_loss_and_accuracy_are_summed_over_every_batch() -> None:
     """Summed on the device and read once: the figures still cover every image of the epoch."""
     generator = torch.Generator().manual_seed(1)
-    batches = [(torch.randn(n, 4, generator=generator), torch.randint(0, 2, (n,), generator=generator))
+    batches = [(torch.randn(n, 4, generator=generator), torch.randint(0, 2, (n,), generator=generator), None)
                for n in (4, 3, 5)]
     events: list = []
     stats = _epoch(batches, events)
@@ -78,7 +78,7 @@ def test_the_epoch_loss_and_accuracy_are_summed_over_every_batch() -> None:
 
 def test_a_diverged_loss_stops_the_run_with_advice() -> None:
     """A NaN reaches the loss sum (not read every step); the epoch still fails with what to do."""
-    batches = [(torch.randn(4, 4), torch.tensor([0, 1, 0, 1])), (torch.full((4, 4), float("nan")),
-                                                                 torch.tensor([0, 1, 0, 1]))] * 3
+    batches = [(torch.randn(4, 4), torch.tensor([0, 1, 0, 1]), None),
+               (torch.full((4, 4), float("nan")), torch.tensor([0, 1, 0, 1]), None)] * 3
     with pytest.raises(NonFiniteLossError, match=r"epoch 2 .*Lower the learning rate"):
         _epoch(batches, [])

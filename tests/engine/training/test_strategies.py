@@ -15,7 +15,7 @@ from engine.training.batch_augment import BatchAugment
 from engine.training.config import TrainConfig
 from engine.training.device import resolve_device
 from engine.training.frozen_features import FrozenFeatures
-from engine.training.loop import cross_entropy, train_one_epoch, warmup_cosine
+from engine.training.loop import train_one_epoch, training_loss, warmup_cosine
 from engine.training.quick_head import labels_tensor
 from engine.training.strategies import (
     TRAINED_BATCHNORM_MOMENTUM,
@@ -72,10 +72,10 @@ def test_frozen_stages_get_no_gradient_and_keep_batchnorm_statistics(small_data:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     targets = labels_tensor(i.label for i in items)
     provided = frozen.training_inputs(items, first, range(len(items)), 4, 0, reuse=False, phase="x")
-    batches = ((inputs, targets[rows]) for rows, inputs in provided)
+    batches = ((inputs, targets[rows], None) for rows, inputs in provided)
     optimizer = torch.optim.AdamW(parameter_groups(model, first, 1e-2, 0.1))
     train_one_epoch(model, first, batches, optimizer, warmup_cosine(optimizer, 0, -(-len(items) // 4)),
-                    cross_entropy(None, 0.0), setup, lambda: set_train_mode(model, first, train_batchnorm=False),
+                    training_loss(None, 0.0), setup, lambda: set_train_mode(model, first, train_batchnorm=False),
                     epoch=1, batch_count=-(-len(items) // 4), grad_clip=1.0, scaler=None, on_event=ignore_event,
                     control=RunControl())
     assert all(p.grad is None for p in model.stages[:first].parameters())

@@ -229,8 +229,8 @@ def test_crash_while_saving_keeps_previous_checkpoint(small_data: Path, tmp_path
 
 
 def test_non_finite_loss_stops_with_advice(small_data: Path, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(fine_tune_module, "cross_entropy",
-                        lambda *_: lambda logits, targets: logits.sum() * float("nan"))
+    monkeypatch.setattr(fine_tune_module, "training_loss",
+                        lambda *_, **__: lambda logits, targets, teacher: logits.sum() * float("nan"))
     events: list = []
     with pytest.raises(Exception, match="Lower the learning rate"):
         train(small_data, tmp_path / "run", TrainConfig(epochs=1, batch_size=4), on_event=events.append)
