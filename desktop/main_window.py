@@ -254,6 +254,8 @@ class MainWindow(WorkerWindow):
         self.settings.add_recent("run", snapshot.run_dir)
         self.runs_page.add_run(snapshot.run_dir)
         self.train_page.show_run(snapshot)
+        if self.train_page.following and self.train_page.run_dir == snapshot.run_dir:
+            self.tabs.setCurrentWidget(self.train_page)  # a run another process trains: its live curves are there
         if snapshot.model_path is not None and self.predict_page.predictor is None:
             self.predict_page.load_model(snapshot.model_path)
 

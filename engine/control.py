@@ -6,6 +6,12 @@ A busy worker thread has no event loop to receive a queued "cancel", so the engi
 from __future__ import annotations
 
 import threading
+import time
+from pathlib import Path
+
+# How often check() looks for a watched stop file: a stat on a network folder can take milliseconds, and a fast GPU
+# runs hundreds of batches a second; half a second is still "at the next batch" to the person who pressed Stop.
+STOP_FILE_INTERVAL = 0.5
 
 
 class Cancelled(Exception):
@@ -17,6 +23,12 @@ class RunControl:
         self._cancel = threading.Event()
         self._resume = threading.Event()
         self._resume.set()
+        self._stop_file: Path | None = None
+        self._next_look = 0.0
+
+    def watch_stop_file(self, path: Path) -> None:
+        """Also stop when ``path`` appears: how another process (the app following a run in a shared folder) asks."""
+        self._stop_file, self._next_look = Path(path), 0.0
 
     def cancel(self) -> None:
         """Request a stop; also wakes a paused run so that it can stop."""
@@ -38,7 +50,11 @@ class RunControl:
         return not self._resume.is_set()
 
     def check(self) -> None:
-        """Block while paused; raise Cancelled when a stop was requested."""
+        """Block while paused; raise Cancelled when a stop was requested (cancel(), or the watched stop file)."""
         self._resume.wait()
+        if self._stop_file is not None and (now := time.monotonic()) >= self._next_look:
+            self._next_look = now + STOP_FILE_INTERVAL
+            if self._stop_file.exists():
+                self.cancel()
         if self._cancel.is_set():
             raise Cancelled()

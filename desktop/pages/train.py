@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 from desktop import jobs, paths
 from desktop.jobs import RunSnapshot
 from desktop.pages.train_options import TrainOptionsForm
+from desktop.run_follower import RunFollower
 from desktop.settings import AppSettings
 from desktop.training_history import TrainingHistory
 from desktop.widgets.log_view import LogView
@@ -31,10 +32,11 @@ from desktop.widgets.lr_find_panel import LrFindPanel
 from desktop.widgets.plots import TRAIN_COLOR, VAL_COLOR, MetricPlot
 from desktop.workers import Job, JobRunner
 from engine.control import RunControl
+from engine.errors import BadInputError
 from engine.events import BatchProgress, EpochEnded, EpochStarted, EventSink, Progress, RunFinished, RunStarted
 from engine.time_format import format_duration
 from engine.training.config import TrainConfig
-from engine.training.run_folder import RUN_FILE, RunInfo, read_run
+from engine.training.run_folder import RUN_FILE, RunInfo, read_run, request_stop
 
 if TYPE_CHECKING:  # imports torch, which loads on the worker thread
     from engine.training.lr_find import LrFindResult
@@ -50,6 +52,11 @@ def _epoch_line(record: Mapping[str, Any], epochs: int) -> str:
     return (f"{name}: train loss {record['train_loss']:.3f}, accuracy {record['train_accuracy']:.1%} · "
             f"validation loss {record['val_loss']:.3f}, accuracy {record['val_accuracy']:.1%} · "
             f"{record['seconds']:.1f} s{best}")
+
+
+def _planned_epochs(info: RunInfo) -> int:
+    """The run's epochs: its plan's once the quick head made one, the config's before."""
+    return info.plan.epochs if info.plan is not None else info.config.epochs
 
 
 def _distill(out: Path, config: TrainConfig) -> Job:
@@ -80,6 +87,10 @@ class TrainPage(QWidget):
         self._train_job: Job | None = None
         self._lr_find_job: Job | None = None
         self._resumable: Path | None = None
+        self._follower: RunFollower | None = None  # a run another process trains, shown live
+        self._followed: RunInfo | None = None  # its run.json, as last read
+        self._followed_records: list[dict[str, Any]] = []  # its metrics.jsonl, as read so far
+        self._stop_requested = False  # Stop wrote the followed run's stop file
         self._epoch = (0, 0, "")  # current epoch, epochs, phase
         self._epoch_seconds: float | None = None
         self._dirty = False
@@ -108,6 +119,9 @@ class TrainPage(QWidget):
         self.run_label = QLabel(objectName="runLabel")
         self.run_label.setWordWrap(True)
         self.run_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.follow_label = QLabel(objectName="followRunLabel")
+        self.follow_label.setWordWrap(True)
+        self.follow_label.hide()
 
         self.progress = QProgressBar(objectName="progressBar")
         self.progress.setTextVisible(True)
@@ -151,6 +165,7 @@ class TrainPage(QWidget):
         left_layout.addWidget(self.options_error)
         left_layout.addWidget(self.resume_button)
         left_layout.addWidget(self.run_label)
+        left_layout.addWidget(self.follow_label)
         left_layout.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidget(left)
@@ -198,6 +213,11 @@ class TrainPage(QWidget):
         return self._train_job is not None
 
     @property
+    def following(self) -> bool:
+        """Showing, live, a run that another process trains (Stop writes its stop file)."""
+        return self._follower is not None
+
+    @property
     def finding_lr(self) -> bool:
         return self._lr_find_job is not None
 
@@ -217,24 +237,48 @@ class TrainPage(QWidget):
         self._update_buttons()
 
     def show_run(self, snapshot: RunSnapshot) -> None:
-        """Show an opened run's curves; a stopped run can be resumed from here."""
-        if self.training:
+        """Show an opened run's curves; a stopped run can be resumed from here. A run still "running" that this app
+        does not train is followed live: another process (or machine, through a shared folder) trains it."""
+        if self.training or (self.following and snapshot.run_dir == self.run_dir):
             return
+        self._stop_following()
         info = snapshot.info
-        if snapshot.run_dir != self.run_dir or not self.history.epochs:  # keep the live curves and log of this run
-            self.history = TrainingHistory.from_metrics(snapshot.metrics)
+        follow = info.status == "running"
+        if follow or snapshot.run_dir != self.run_dir or not self.history.epochs:  # keep the curves of a run shown
+            metrics = [] if follow else snapshot.metrics  # a followed run's are read from the start by its follower
+            self.history = TrainingHistory.from_metrics(metrics)
             self.options_form.set_options(info.config.to_dict())
-            epochs = info.plan.epochs if info.plan is not None else info.config.epochs  # no plan yet: the config's
             self.log_view.clear()
             self.log_view.add_line(f"Opened {snapshot.run_dir}")
-            for record in snapshot.metrics:
-                self.log_view.add_line(_epoch_line(record, epochs))
+            for record in metrics:
+                self.log_view.add_line(_epoch_line(record, _planned_epochs(info)))
         self.run_dir = snapshot.run_dir
         self._resumable = snapshot.run_dir if snapshot.resumable else None
         self.run_label.setText(f"Run folder: {snapshot.run_dir} ({info.status})")
         self.progress.setFormat(f"Run {info.status}")
+        if follow:
+            self._follow(info)
         self._redraw()
         self._update_buttons()
+
+    def _follow(self, info: RunInfo) -> None:
+        self._followed, self._followed_records, self._stop_requested = info, [], False
+        self._follower = RunFollower(info.path, self)
+        self._follower.records_read.connect(self.on_followed_records)
+        self._follower.ended.connect(self.on_followed_run_ended)
+        self.follow_label.setText("Following a run written by another process: the curves and log update as it "
+                                  "trains. Stop asks that process to stop after its current batch.")
+        self.follow_label.show()
+        self.progress.setRange(0, 0)
+        self.progress.setFormat("Following the run…")
+        self._follower.start()
+
+    def _stop_following(self) -> None:
+        if self._follower is not None:
+            self._follower.stop()
+            self._follower.deleteLater()
+            self._follower = None
+            self.follow_label.hide()
 
     def start(self) -> None:
         if self.busy or self.data_dir is None or (config := self._checked_config()) is None:
@@ -299,6 +343,7 @@ class TrainPage(QWidget):
         self._begin(jobs.train(None, self.run_dir, None, resume=True))
 
     def _begin(self, job: Job) -> None:
+        self._stop_following()
         self._resumable = None
         self._epoch, self._epoch_seconds = (0, 0, ""), None
         self.run_label.setText(f"Run folder: {self.run_dir}")
@@ -314,6 +359,7 @@ class TrainPage(QWidget):
         """Sweep the learning rate on the dataset with the form's options (the engine's default steps)."""
         if self.busy or self.data_dir is None or (config := self._checked_config()) is None:
             return
+        self._stop_following()
         self.lr_find_panel.clear()
         self.log_view.add_line(f"Finding a learning rate for {self.data_dir.name}")
         self._epoch = (0, 0, "")
@@ -325,6 +371,18 @@ class TrainPage(QWidget):
     def stop(self) -> None:
         if self.training:
             self.runner.cancel()
+            self.progress.setFormat("Stopping…")
+            self._update_buttons()
+        elif self.following and self.run_dir is not None:
+            try:
+                request_stop(self.run_dir)
+            except (OSError, BadInputError) as exc:
+                self.log_view.add_line(f"Could not ask the run to stop: {exc}", warning=True)
+                return
+            self._stop_requested = True
+            self.log_view.add_line("Stop requested: the process training this run stops after its current batch, "
+                                   "once the stop file reaches it. If that process no longer runs (its run.json "
+                                   "still says “running”), “Resume run” continues the run here.")
             self.progress.setFormat("Stopping…")
             self._update_buttons()
 
@@ -340,9 +398,10 @@ class TrainPage(QWidget):
         can_start = not self.busy and self.data_dir is not None
         self.start_button.setEnabled(can_start)
         self.pause_button.setEnabled(self.training and not stopping)
-        self.stop_button.setEnabled(self.training and not stopping)
+        self.stop_button.setEnabled((self.training and not stopping) or (self.following and not self._stop_requested))
         self.pause_button.setText("Resume" if self.runner.paused and self.training else "Pause")
-        self.resume_button.setVisible(self._resumable is not None)
+        # A followed run has a writer: resuming it here too is offered only once asked to stop (or found dead).
+        self.resume_button.setVisible(self._resumable is not None and (not self.following or self._stop_requested))
         self.resume_button.setEnabled(not self.busy and self._resumable is not None)
         self.options_form.setEnabled(not self.training)
         sweep = self._lr_find_job  # while it runs, its button stops it
@@ -398,6 +457,54 @@ class TrainPage(QWidget):
             if paused:
                 self.progress.setFormat("Paused (after the current batch)")
         self._update_buttons()
+
+    @Slot(list, bool)
+    def on_followed_records(self, records: list[dict[str, Any]], from_start: bool) -> None:
+        """New lines of the followed run's metrics.jsonl: its curves, log and progress."""
+        if from_start and self._followed_records:  # rewritten (resumed): the file holds the whole run again
+            self.log_view.add_line("The run's metrics were rewritten (it was resumed): read again from the start")
+        self._followed_records = [*([] if from_start else self._followed_records), *records]
+        self.history = TrainingHistory.from_metrics(self._followed_records)  # a few hundred epochs at most
+        followed = self._followed
+        if followed is not None and followed.plan is None and records:  # the quick head's plan is now in run.json
+            try:
+                followed = self._followed = read_run(followed.path)
+            except BadInputError as exc:
+                self.log_view.add_line(str(exc), warning=True)
+        epochs = _planned_epochs(followed) if followed is not None else 0
+        for record in records:
+            self.log_view.add_line(_epoch_line(record, epochs))
+        if records and not self._stop_requested:
+            self.progress.setRange(0, max(epochs, 1))
+            self.progress.setValue(min(self.history.epochs[-1], epochs))
+            self.progress.setFormat(f"Following: epoch {self.history.epochs[-1]} of {epochs} done")
+        self._redraw()
+
+    @Slot(str)
+    def on_followed_run_ended(self, status: str) -> None:
+        """The process writing the followed run ended it: shown as a run that ended here would be."""
+        run_dir = self.run_dir
+        self._stop_following()
+        if run_dir is None:
+            return
+        try:
+            info: RunInfo | None = read_run(run_dir)
+        except BadInputError as exc:
+            info = None
+            self.log_view.add_line(str(exc), warning=True)
+        self._resumable = None if status == "completed" else run_dir
+        if status == "completed" and info is not None and info.best_val_accuracy is not None:
+            self.log_view.add_line(f"Finished: best epoch {info.best_epoch}, validation accuracy "
+                                   f"{info.best_val_accuracy:.1%}. See the Evaluate page.")
+        elif status == "cancelled":
+            self.log_view.add_line("Stopped: the run is saved; press “Resume run” to continue it here (or resume it "
+                                   "where it ran).")
+        elif info is not None and info.error:
+            self.log_view.add_line(f"The run {status}: {info.error}", warning=True)
+        self.run_label.setText(f"Run folder: {run_dir} ({status})")
+        self._show_ended(f"Run {status}", done=status == "completed")
+        self._update_buttons()
+        self.run_ended.emit(run_dir, status)
 
     @Slot()
     def on_redraw_timer(self) -> None:

@@ -25,6 +25,7 @@ from engine.training.recipe import FineTunePlan
 BEST_FILE = "best.pt"
 LAST_FILE = "last.pt"
 SCAN_REPORT_FILE = "scan_report.json"
+STOP_FILE = "stop"  # request_stop writes it; train() stops at the next batch when it appears, and removes it on start
 RUN_FORMAT = 1
 RUN_STATUSES = ("running", "completed", "cancelled", "failed")
 # "ensemble": built by engine.ensemble from other runs (no weights of its own; run.json lists its members).
@@ -77,6 +78,15 @@ def versions() -> dict[str, str]:
 
 def write_run_file(run_dir: Path, document: dict[str, Any]) -> None:
     write_json_atomic(Path(run_dir) / RUN_FILE, {"format": RUN_FORMAT, **document})
+
+
+def request_stop(run_dir: Path) -> None:
+    """Ask whichever process trains ``run_dir`` (here, or on another machine through a shared or synced folder) to
+    stop at its next batch: the run ends "cancelled" and resumable, as with Stop in the app that started it."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_FILE).is_file():
+        raise RunFolderError(f"{run_dir}: not a run folder (no {RUN_FILE}); nothing to stop there")
+    write_bytes_atomic(run_dir / STOP_FILE, b"")
 
 
 def update_run_file(run_dir: Path, **changes: Any) -> None:

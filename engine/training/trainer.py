@@ -55,7 +55,10 @@ def train(
     on_event: EventSink = ignore_event,
     control: RunControl | None = None,
 ) -> TrainResult:
-    """Train a classifier on ``data_dir`` into ``run_dir``; ``resume`` continues a stopped run there."""
+    """Train a classifier on ``data_dir`` into ``run_dir``; ``resume`` continues a stopped run there.
+
+    ``control.cancel()``, or the stop file that ``run_folder.request_stop`` writes into ``run_dir`` from any process,
+    stops the run at the next batch, resumable."""
     run_dir = Path(run_dir)
     control = control or RunControl()
     session: _Session | None = None
@@ -74,6 +77,9 @@ def train(
             config = config or TrainConfig()
             if config.teachers and not config.split_from:  # the student never sees the teacher's held-out photos
                 config = replace(config, split_from=str(split_source(config.teachers[0])))
+        # A stop file left from before this start or resume asked an earlier session to stop: it is spent.
+        (run_dir / rf.STOP_FILE).unlink(missing_ok=True)
+        control.watch_stop_file(run_dir / rf.STOP_FILE)
         if data_dir is None:
             raise BadInputError("no dataset folder given")
         session = _Session(Path(data_dir), run_dir, config, on_event, control)
