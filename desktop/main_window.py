@@ -69,7 +69,8 @@ class MainWindow(WorkerWindow):
         self.evaluate_page = EvaluatePage(self.runners["evaluate"], self.runners["evaluateThumbnails"], self.settings)
         self.predict_page = PredictPage(self.runners["predict"], self.runners["predictFiles"], self.settings)
         self.runs_page = RunsPage(self.runners["runs"], self.runners["runsWork"], self.settings,
-                                  lambda run_dir: self.train_page.training and self.train_page.run_dir == run_dir)
+                                  lambda run_dir: (self.train_page.training or self.train_page.following)
+                                  and self.train_page.run_dir == run_dir)
         self.tabs = QTabWidget(objectName="mainTabs")
         self.tabs.setDocumentMode(True)
         for page, title in ((self.data_page, "Data"), (self.train_page, "Train"),

@@ -477,7 +477,8 @@ class RunsPage(QWidget):
                        if not (path / RUN_FILE).is_file() else
                        f"{path} holds the runs folder itself, so it was not deleted"
                        if paths.runs_folder().resolve().is_relative_to(path.resolve()) else
-                       f"{path} is being written by a job now: stop it first" if self.in_use(path) else None)
+                       f"{path} is being written now (trained here, or followed while another process trains it): "
+                       "stop it first" if self.in_use(path) else None)
             if problem:
                 self.status.setText(problem)
                 return

@@ -17,7 +17,7 @@ from engine.cli import EXIT_INTERRUPTED
 from engine.training import run_folder as rf
 
 ROOT = Path(__file__).resolve().parents[2]
-EPOCHS = 40  # far more than run before the test presses Stop
+EPOCHS = 1000  # far more than run before the test presses Stop (40 all ran on an idle machine); killed at the end
 
 
 def _record(epoch: int) -> dict:

@@ -12,7 +12,8 @@ from engine.training import run_folder as rf
 from engine.training.config import TrainConfig
 from engine.training.trainer import TrainResult, train
 
-EPOCHS = 6  # more than run between the request and the next look at the stop file (it stops in epoch 2)
+EPOCHS = 30  # far more than run between the request and the next look at the stop file (every 0.5 s): 6 all ran
+# on an idle machine before it was seen
 
 
 def test_a_watched_stop_file_cancels_at_the_next_look(tmp_path: Path) -> None:
