@@ -263,6 +263,18 @@ def test_two_runs_combine_into_a_listed_ensemble(window: MainWindow, qtbot, runs
     assert (cells["Kind"], cells["Status"]) == ("ensemble", "completed")
     assert cells["Best val acc"] == f"{_json(out / EVALUATION_FILE)['validation']['accuracy']:.1%}"
 
+    # Opened on the Evaluate page, the ensemble (no best.pt of its own) exports like any run: one parity-checked graph.
+    page.select_runs({out})
+    qtbot.mouseClick(window.findChild(QPushButton, "openRunButton"), Qt.MouseButton.LeftButton)
+    evaluate = window.evaluate_page
+    qtbot.waitUntil(lambda: evaluate.snapshot is not None and evaluate.snapshot.run_dir == out, timeout=30_000)
+    assert "ensemble of 2 runs" in evaluate.run_label.text()
+    export = window.findChild(QPushButton, "exportButton")
+    assert export.isEnabled()
+    with qtbot.waitSignal(evaluate.model_exported, timeout=180_000) as exported:
+        qtbot.mouseClick(export, Qt.MouseButton.LeftButton)
+    assert exported.args == [out / MODEL_FILE] and _json(out / "export_parity.json")["passed"]
+
 
 def test_distill_asks_for_the_student_and_trains_it_on_the_train_page(window: MainWindow, qtbot, runs: Runs,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
