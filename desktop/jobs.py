@@ -6,7 +6,6 @@ worker thread the first time they are needed and the window appears without wait
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,7 +21,7 @@ from engine.dataset import journal
 from engine.dataset.doctor import DoctorReport
 from engine.dataset.exclusions import Exclusions
 from engine.dataset.report import ScanReport
-from engine.evaluation.metrics import check_evaluation_document
+from engine.evaluation.metrics import read_evaluation_document
 from engine.events import EventSink
 from engine.heatmaps import overlay, photo_for_overlay
 from engine.images import ImageLoadError
@@ -210,8 +209,7 @@ def read_run(run_dir: Path) -> Job:
         evaluation = None
         if evaluation_file.is_file():
             try:
-                evaluation = check_evaluation_document(json.loads(evaluation_file.read_text(encoding="utf-8")),
-                                                       info.labels)
+                evaluation = read_evaluation_document(evaluation_file, info.labels)
             except ValueError as exc:
                 raise rf.RunFolderError(f"{evaluation_file}: damaged or edited, refused ({exc}); rewrite it with "
                                         f"'transfer-studio evaluate {run_dir}'") from exc

@@ -14,7 +14,6 @@ exports it as one graph that the predictor reads like any other.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,8 +32,7 @@ from engine.ensemble_model import (
     weights_sha256,
 )
 from engine.errors import BadInputError
-from engine.evaluation.calibration import recorded_calibration
-from engine.evaluation.metrics import check_evaluation_document
+from engine.evaluation.metrics import read_evaluation_document
 from engine.events import EventSink, Progress, ignore_event
 from engine.time_format import utc_now_iso
 from engine.training import run_folder as rf
@@ -156,11 +154,11 @@ def _member_record(info: rf.RunInfo) -> EnsembleMember:
     fingerprint."""
     evaluation_file = info.path / rf.EVALUATION_FILE
     try:
-        evaluation = check_evaluation_document(json.loads(evaluation_file.read_text(encoding="utf-8")), info.labels)
+        evaluation = read_evaluation_document(evaluation_file, info.labels)
     except (OSError, ValueError) as exc:
         raise EnsembleError(f"{evaluation_file}: missing or damaged ({exc}); evaluate the run again "
                             f"(transfer-studio evaluate {info.path})") from exc
-    calibration = recorded_calibration(evaluation_file)
+    calibration = evaluation.get("calibration")  # absent in runs evaluated before calibration existed
     return EnsembleMember(
         run=str(info.path), backbone=info.backbone, temperature=calibration["temperature"] if calibration else 1.0,
         weights_sha256=weights_sha256(info.path), validation_accuracy=evaluation["validation"]["accuracy"],

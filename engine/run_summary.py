@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.control import RunControl
-from engine.evaluation.metrics import check_evaluation_document
+from engine.evaluation.metrics import read_evaluation_document
 from engine.run_files import EVALUATION_FILE, METRICS_FILE, MODEL_FILE, RUN_FILE
 from engine.speed import SpeedFigures, read_speed
 
@@ -190,7 +190,7 @@ def _training_seconds(records: list[dict[str, Any]], created: str | None, finish
 def _read_evaluation(path: Path, labels: list[str] | None) -> dict[str, Any] | None:
     evaluation_file = path / EVALUATION_FILE
     try:
-        return check_evaluation_document(json.loads(evaluation_file.read_text(encoding="utf-8")), labels)
+        return read_evaluation_document(evaluation_file, labels)
     except FileNotFoundError:
         return None
     except OSError as exc:

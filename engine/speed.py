@@ -23,7 +23,7 @@ import numpy as np
 from engine.atomic import write_json_atomic
 from engine.control import RunControl
 from engine.errors import BadInputError
-from engine.evaluation.metrics import check_evaluation_document
+from engine.evaluation.metrics import read_evaluation_document
 from engine.events import EventSink, Progress, ignore_event
 from engine.images import ImageLoadError, preprocess_for_model
 from engine.preprocessing import Preprocessing
@@ -107,7 +107,7 @@ def validation_photos(run_dir: Path, limit: int = DEFAULT_IMAGES) -> list[Path]:
     """Up to ``limit`` of the validation photos in the run's evaluation.json that are still on disk."""
     path = Path(run_dir) / EVALUATION_FILE
     try:
-        document = check_evaluation_document(json.loads(path.read_text(encoding="utf-8")))
+        document = read_evaluation_document(path)
     except OSError as exc:
         raise BadInputError(f"{path}: cannot read the run's evaluation ({exc.strerror or exc}); evaluate the run "
                             "first, or pass the photos to time") from exc

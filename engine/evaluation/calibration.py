@@ -41,14 +41,13 @@ NumPy only: the trainer fits it, but nothing here needs torch.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engine.evaluation.metrics import NOISE_STANDARD_ERRORS, check_evaluation_document
+from engine.evaluation.metrics import NOISE_STANDARD_ERRORS, read_evaluation_document
 
 CALIBRATION_BINS = 15
 TARGET_ACCURACY = 0.95
@@ -180,7 +179,7 @@ def recorded_calibration(evaluation_file: Path) -> dict[str, Any] | None:
     """The calibration block of a run's evaluation.json; None for a run evaluated before calibration existed, or a
     missing or damaged file (its model then keeps T = 1 and has no unsure threshold)."""
     try:
-        document = check_evaluation_document(json.loads(evaluation_file.read_text(encoding="utf-8")))
+        document = read_evaluation_document(evaluation_file)
     except (OSError, ValueError):
         return None
     return document.get("calibration")

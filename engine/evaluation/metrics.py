@@ -59,8 +59,10 @@ noise of a score ``p`` on ``n`` images is two binomial standard errors, ``2 * sq
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -216,6 +218,13 @@ def _suggestions(labels: Sequence[str], train_counts: Sequence[int]) -> list[str
         "Fine-tune the whole backbone: train again with --strategy full.",
         "Try another backbone (list them with: transfer-studio backbones).",
     ]
+
+
+def read_evaluation_document(path: Path, labels: Sequence[str] | None = None) -> dict[str, Any]:
+    """The evaluation.json at ``path``, checked by ``check_evaluation_document``: the one reader of the file.
+    OSError when it cannot be read, ValueError when it is not valid JSON or not a valid document; callers word
+    the refusal for their use."""
+    return check_evaluation_document(json.loads(Path(path).read_text(encoding="utf-8")), labels)
 
 
 def check_evaluation_document(document: object, labels: Sequence[str] | None = None) -> dict[str, Any]:

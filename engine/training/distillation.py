@@ -10,7 +10,6 @@ options are reused, stopped ones resumed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 from engine.atomic import write_json_atomic
 from engine.control import Cancelled, RunControl
 from engine.errors import BadInputError
-from engine.evaluation.metrics import check_evaluation_document
+from engine.evaluation.metrics import read_evaluation_document
 from engine.events import EventSink, Info, Progress, ignore_event
 from engine.export import export_onnx
 from engine.speed import record_speed
@@ -121,7 +120,7 @@ def _measured(role: str, run_dir: Path, on_event: EventSink, control: RunControl
 def _evaluation(run_dir: Path) -> dict[str, Any]:
     path = run_dir / rf.EVALUATION_FILE
     try:
-        return check_evaluation_document(json.loads(path.read_text(encoding="utf-8")))
+        return read_evaluation_document(path)
     except (OSError, ValueError) as exc:
         raise BadInputError(f"{path}: missing or damaged ({exc}); evaluate the run again "
                             f"(transfer-studio evaluate {run_dir})") from exc
