@@ -197,12 +197,17 @@ def _parser() -> argparse.ArgumentParser:
                         help="also write a smaller int8 model (<out>.int8.onnx) with its own parity figures")
     export.set_defaults(handler=_export)
 
-    ensemble = command("ensemble", "combine trained runs of one dataset into one model (the mean of their calibrated "
-                                   "probabilities), evaluated on the split they share")
+    ensemble = command("ensemble", "combine trained runs of one dataset into one model (the weighted mean of their "
+                                   "calibrated probabilities), evaluated on the split they share")
     ensemble.add_argument("runs", type=Path, nargs="+", metavar="RUN",
                           help="two or more completed runs with the same classes and the same validation and test "
                                "photos (train the others with --split-from the first)")
     ensemble.add_argument("--out", type=Path, required=True, help="the ensemble's run folder to create")
+    # engine.ensemble.WEIGHTINGS (a test keeps them equal): importing it here would load torch for any --help
+    ensemble.add_argument("--weights", choices=("validation", "equal"), default="validation",
+                          help="validation (default): each member's weight fitted on the validation photos, so a "
+                               "weaker member counts less (the validation figures are then slightly optimistic; "
+                               "test is the honest one); equal: a plain mean")
     ensemble.add_argument("--export", action="store_true",
                           help="also export it to OUT/model.onnx, checked against PyTorch (or later: transfer-studio "
                                "export OUT)")
@@ -548,7 +553,8 @@ def _ensemble(args: argparse.Namespace) -> int:
 
     try:
         result = _with_cancel_on_sigint(lambda control: build_ensemble(
-            args.runs, args.out, device=args.device, on_event=ConsoleProgress(), control=control))
+            args.runs, args.out, weighting=args.weights, device=args.device, on_event=ConsoleProgress(),
+            control=control))
     except Cancelled:
         print(f"ensemble stopped; {args.out} holds an unfinished ensemble: build it again into another folder",
               file=sys.stderr)
@@ -562,8 +568,8 @@ def _ensemble(args: argparse.Namespace) -> int:
     print("\n== the ensemble and its members (each alone, as its own evaluation.json says) ==")
     print(f"ensemble: {accuracies(evaluation['validation']['accuracy'], evaluation.get('test', {}).get('accuracy'))}")
     for number, member in enumerate(result.members, 1):
-        print(f"member {number}: {accuracies(member.validation_accuracy, member.test_accuracy)} ({member.backbone}, "
-              f"{member.run})")
+        print(f"member {number}: {accuracies(member.validation_accuracy, member.test_accuracy)}, weight "
+              f"{member.weight:.2f} ({member.backbone}, {member.run})")
     print(f"ensemble saved in {args.out}")
     return _export_run(args.out) if args.export else EXIT_OK
 

@@ -1,12 +1,13 @@
 """An ensemble of trained runs as one network, and loading it (or any run's model) from a run folder.
 
-The ensemble's logits are the log of the mean of its members' calibrated probabilities::
+The ensemble's logits are the log of the weighted mean of its members' calibrated probabilities::
 
-    logits = log(mean_m softmax(member_m(adapt_m(image)) / T_m))
+    logits = log(sum_m w_m softmax(member_m(adapt_m(image)) / T_m))
 
 with ``T_m`` the temperature member ``m``'s evaluation.json held when the ensemble was built (1 without one), so an
-over-confident member does not outvote the others. ``softmax(logits)`` is that mean itself; the ensemble's own
-temperature, fitted on validation like any run's, scales it on top (in the evaluation and in the exported graph).
+over-confident member does not outvote the others, and ``w_m`` its weight (``engine.ensemble_weights``: fitted on
+validation, or equal). ``softmax(logits)`` is that mean itself; the ensemble's own temperature, fitted on validation
+like any run's, scales it on top (in the evaluation and in the exported graph).
 
 Members may expect different inputs (EfficientNet-Lite2: 260 px, mean = std = 0.5; a torchvision ResNet: 224 px,
 ImageNet's mean and std). The ensemble takes the input of its member with the largest crop, and every member whose
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,14 +42,16 @@ from engine.training import run_folder as rf
 ENSEMBLE_KIND = "ensemble"
 NO_ENSEMBLE_CAM = ("an ensemble averages several networks' probabilities, so no one feature map and linear head "
                    "give its class activation map")
-COMBINATION = "log of the mean of the members' probabilities, each softmax(member logits / member temperature)"
+COMBINATION = ("log of the weighted mean of the members' probabilities, each softmax(member logits / member "
+               "temperature)")
 
 
 @dataclass(frozen=True, slots=True)
 class EnsembleMember:
     """One member as the ensemble's run.json records it (``"ensemble": {"members": [...]}``): what it is, the
     temperature its probabilities are scaled by, the fingerprint of the weights the ensemble was evaluated with,
-    and its own accuracies (from its evaluation.json: the member alone, with its own preprocessing)."""
+    its own accuracies (from its evaluation.json: the member alone, with its own preprocessing) and its weight in
+    the mean (None in ensembles built before members were weighted: an equal share)."""
 
     run: str  # absolute path
     backbone: str
@@ -57,6 +59,7 @@ class EnsembleMember:
     weights_sha256: str
     validation_accuracy: float
     test_accuracy: float | None
+    weight: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,7 +70,8 @@ class EnsembleMember:
         member = cls(**data)
         texts = all(isinstance(text, str) for text in (member.run, member.backbone, member.weights_sha256))
         numbers = all(_is_number(n) for n in (member.temperature, member.validation_accuracy)) and (
-            member.test_accuracy is None or _is_number(member.test_accuracy))
+            member.test_accuracy is None or _is_number(member.test_accuracy)) and (
+            member.weight is None or (_is_number(member.weight) and 0 <= member.weight <= 1))
         if not (texts and numbers and member.temperature > 0):
             raise ValueError(f"invalid ensemble member {data!r}")
         return member
@@ -104,30 +108,41 @@ class MemberInput(nn.Module):
 
 
 class EnsembleModel(nn.Module):
-    """Images (the ensemble's preprocessing) to logits, the log mean of the members' calibrated probabilities."""
+    """Images (the ensemble's preprocessing) to logits, the log weighted mean of the members' calibrated
+    probabilities (``weights`` None: equal)."""
 
     def __init__(self, members: Sequence[nn.Module], inputs: Sequence[MemberInput],
-                 temperatures: Sequence[float]) -> None:
+                 temperatures: Sequence[float], weights: Sequence[float] | None = None) -> None:
         super().__init__()
-        if not len(members) == len(inputs) == len(temperatures) >= 2:
-            raise ValueError("an ensemble needs at least two members, each with its input adapter and temperature")
+        weights = [1 / len(members)] * len(members) if weights is None else list(weights)
+        if not len(members) == len(inputs) == len(temperatures) == len(weights) >= 2:
+            raise ValueError("an ensemble needs at least two members, each with its input adapter, temperature and "
+                             "weight")
+        if min(weights) < 0 or abs(sum(weights) - 1) > 1e-6:
+            raise ValueError(f"ensemble weights must be non-negative and sum to 1, not {weights}")
         self.members = nn.ModuleList(members)
         self.inputs = nn.ModuleList(inputs)
         self.temperatures = tuple(float(t) for t in temperatures)
+        self.weights = tuple(float(w) for w in weights)
 
     def member_logits(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Each member's own logits on its adapted input (before its temperature)."""
         return [member(adapt(image)) for member, adapt in zip(self.members, self.inputs, strict=True)]
 
+    def member_log_probabilities(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """Each member's calibrated log-probabilities: log_softmax(its logits / its temperature)."""
+        return [torch.log_softmax(logits / temperature, dim=1) for logits, temperature
+                in zip(self.member_logits(image), self.temperatures, strict=True)]
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        log_probabilities = [torch.log_softmax(logits / temperature, dim=1) for logits, temperature
-                             in zip(self.member_logits(image), self.temperatures, strict=True)]
-        # log(mean p) = top + log(sum exp(log p - top)) - log M, with top the members' largest log p: no probability
-        # is rounded to 0 before its logarithm is taken. Element-wise across the members rather than a reduction
-        # over a stacked axis, whose shape onnxruntime's int8 tooling cannot infer.
+        log_probabilities = self.member_log_probabilities(image)
+        # log(sum w p) = top + log(sum w exp(log p - top)), with top the members' largest log p: no probability is
+        # rounded to 0 before its logarithm is taken. Element-wise across the members rather than a reduction over
+        # a stacked axis, whose shape onnxruntime's int8 tooling cannot infer.
         top = functools.reduce(torch.maximum, log_probabilities)
-        total = functools.reduce(torch.add, [torch.exp(value - top) for value in log_probabilities])
-        return top + torch.log(total) - math.log(len(self.members))
+        total = functools.reduce(torch.add, [weight * torch.exp(value - top) for weight, value
+                                             in zip(self.weights, log_probabilities, strict=True)])
+        return top + torch.log(total)
 
 
 def ensemble_preprocessing(members: Sequence[Preprocessing]) -> Preprocessing:
@@ -183,7 +198,8 @@ def load_ensemble(run_dir: Path | str, device: str = "cpu") -> tuple[EnsembleMod
         models.append(model)
         inputs.append(MemberInput(info.preprocessing, member_info.preprocessing))
     temperatures = [member.temperature for member in members]
-    return EnsembleModel(models, inputs, temperatures).to(device).eval(), info
+    weights = None if any(member.weight is None for member in members) else [member.weight for member in members]
+    return EnsembleModel(models, inputs, temperatures, weights).to(device).eval(), info
 
 
 def load_run_model(run_dir: Path | str, device: str = "cpu") -> tuple[TransferModel | EnsembleModel, rf.RunInfo]:

@@ -7,13 +7,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from engine.atomic import write_json_atomic
 from engine.backbones.build import TransferModel
 from engine.backbones.inference import forward_in_batches
 from engine.control import RunControl
 from engine.dataset.cache import DecodedImageCache
-from engine.dataset.report import ImageItem
+from engine.dataset.report import ImageItem, ScanReport
 from engine.dataset.scan import scan_dataset
 from engine.dataset.split import keep_recorded_split
 from engine.dataset.validate import DatasetError
@@ -26,10 +27,11 @@ from engine.training import run_folder as rf
 from engine.training.device import resolve_device
 
 
-def predict_logits(model: TransferModel | EnsembleModel, items: tuple[ImageItem, ...] | list[ImageItem],
+def predict_logits(model: TransferModel | EnsembleModel | nn.Module, items: tuple[ImageItem, ...] | list[ImageItem],
                    cache: DecodedImageCache, device: str = "cpu", *, on_event: EventSink = ignore_event,
                    control: RunControl | None = None) -> np.ndarray:
-    """Logits (N x C) with the evaluation transform; the model, head included, runs on ``device``."""
+    """Logits (N x C) with the evaluation transform (or whatever rows ``model`` gives for a batch of images); the
+    model, head included, runs on ``device``."""
     setup = resolve_device(device)
     preprocessing = cache.preprocessing
 
@@ -53,19 +55,13 @@ def evaluate_run(run_dir: Path | str, data_dir: Path | str | None = None, *, dev
     setup = resolve_device(device)
     model, info = load_run_model(run_dir, setup.device)
     cache = DecodedImageCache(info.preprocessing)
-    source = Path(data_dir) if data_dir is not None else Path(info.data_dir)
-    config = info.config
-    report = scan_dataset(source, val_fraction=config.val_split, test_fraction=config.test_split, seed=config.seed,
-                          cache=cache, on_event=on_event, control=control)
-    if report.classes != info.labels:
-        raise DatasetError(f"{source}: classes {', '.join(report.classes)} differ from the run's "
-                           f"{', '.join(info.labels)}; evaluate on a folder with the same class folders")
     temperature = None
     if data_dir is None:
-        report = keep_recorded_split(rf.read_scan_report(info), report, on_event)
+        report = recorded_split(info, cache, on_event=on_event, control=control)
         splits = {"validation": report.split_items("val"), "test": report.split_items("test")}
         train_counts = report.counts["train"]
     else:
+        report = _scan(Path(data_dir), info, cache, on_event, control)
         splits = {"validation": report.items}
         train_counts = _run_train_counts(info)
         recorded = recorded_calibration(Path(run_dir) / rf.EVALUATION_FILE)
@@ -80,6 +76,25 @@ def evaluate_run(run_dir: Path | str, data_dir: Path | str | None = None, *, dev
     if data_dir is None:
         write_json_atomic(Path(run_dir) / rf.EVALUATION_FILE, document)
     return document
+
+
+def recorded_split(info: rf.RunInfo, cache: DecodedImageCache, *, on_event: EventSink = ignore_event,
+                   control: RunControl | None = None) -> ScanReport:
+    """The run's dataset folder scanned now, split as the run recorded it (photos added since left out, with a
+    warning)."""
+    return keep_recorded_split(rf.read_scan_report(info), _scan(Path(info.data_dir), info, cache, on_event, control),
+                               on_event)
+
+
+def _scan(source: Path, info: rf.RunInfo, cache: DecodedImageCache, on_event: EventSink,
+          control: RunControl | None) -> ScanReport:
+    config = info.config
+    report = scan_dataset(source, val_fraction=config.val_split, test_fraction=config.test_split, seed=config.seed,
+                          cache=cache, on_event=on_event, control=control)
+    if report.classes != info.labels:
+        raise DatasetError(f"{source}: classes {', '.join(report.classes)} differ from the run's "
+                           f"{', '.join(info.labels)}; evaluate on a folder with the same class folders")
+    return report
 
 
 def _run_train_counts(info: rf.RunInfo) -> dict[str, int]:

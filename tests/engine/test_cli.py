@@ -113,6 +113,12 @@ def test_export_quantize_choices_are_the_exporters(capsys) -> None:
     assert f"--quantize {{{','.join(QUANTIZE_CHOICES)}}}" in _help(capsys, "export")
 
 
+def test_ensemble_weights_choices_are_the_ensemble_builders(capsys) -> None:
+    from engine.ensemble import WEIGHTINGS
+
+    assert f"--weights {{{','.join(WEIGHTINGS)}}}" in _help(capsys, "ensemble")
+
+
 def test_compile_is_refused_in_the_bundled_app(small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                capsys) -> None:
     """The full bundle leaves out triton and has no C++ compiler: torch.compile cannot work there."""

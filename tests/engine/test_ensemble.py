@@ -1,4 +1,4 @@
-"""Ensembles: the mean of calibrated member probabilities, its evaluation, one exported graph, and refusals.
+"""Ensembles: the weighted mean of calibrated member probabilities, its evaluation, one exported graph, refusals.
 
 The members are the session's trained run (EfficientNet-Lite0, fine-tuned) and a Lite1 head trained on its split
 (feature-extract: the cheapest training). Their inputs differ (224 of 256 px, 240 of 272), so the Lite0 member runs
@@ -81,17 +81,23 @@ def _calibrated_probabilities(member: Path, preprocessing: Preprocessing, paths:
     return softmax(logits, recorded_calibration(member / rf.EVALUATION_FILE)["temperature"])
 
 
-def test_ensemble_probabilities_are_the_mean_of_the_members_calibrated_probabilities(
+def test_ensemble_probabilities_are_the_weighted_mean_of_the_members_calibrated_probabilities(
         ensemble: Path, members: tuple[Path, Path]) -> None:
-    """Each validation photo's recorded answer is that of the members' mean probability, computed here
-    member by member, then scaled by the ensemble's own temperature (what its exported model says)."""
+    """Each validation photo's recorded answer is that of the members' weighted mean probability, computed here
+    member by member, then scaled by the ensemble's own temperature (what its exported model says); the weights
+    chosen on validation make that mean at least as accurate there as either member (through its adapter)."""
     evaluation = _evaluation(ensemble)
     rows = evaluation["validation"]["predictions"]
     paths = [row["path"] for row in rows]
     assert MemberInput(LITE1, LITE1).is_identity  # the Lite1 member's probabilities are entirely its own
     first, second = (_calibrated_probabilities(member, LITE1, paths) for member in members)
     assert np.abs(first - second).max() > 0.05  # two different models, or the mean would prove nothing
-    expected = softmax(np.log((first + second) / 2), evaluation["calibration"]["temperature"])
+    weight = recorded_members(rf.read_run(ensemble))[0].weight
+    assert weight is not None and 0 <= weight <= 1
+    truth = np.array([evaluation["labels"].index(row["true"]) for row in rows])
+    assert evaluation["validation"]["accuracy"] >= max((first.argmax(1) == truth).mean(),
+                                                       (second.argmax(1) == truth).mean())
+    expected = softmax(np.log(weight * first + (1 - weight) * second), evaluation["calibration"]["temperature"])
     for row, probabilities in zip(rows, expected, strict=True):
         assert row["confidence"] == pytest.approx(probabilities.max(), abs=1e-5)
         assert row["predicted"] == evaluation["labels"][int(probabilities.argmax())]
@@ -113,6 +119,24 @@ def test_the_ensemble_run_folder(ensemble: Path, members: tuple[Path, Path]) -> 
         assert recorded.validation_accuracy == own["validation"]["accuracy"]
         assert recorded.test_accuracy is None
         assert recorded.temperature == own["calibration"]["temperature"]
+    assert info.raw["ensemble"]["weighting"] == "validation"
+    assert sum(member.weight for member in recorded_members(info)) == pytest.approx(1)
+
+
+def test_equal_weights_and_ensembles_recorded_before_weights(members: tuple[Path, Path], ensemble: Path,
+                                                            tmp_path: Path) -> None:
+    equal = build_ensemble(members, tmp_path / "equal", weighting="equal")
+    assert [member.weight for member in equal.members] == [0.5, 0.5]
+    assert rf.read_run(tmp_path / "equal").raw["ensemble"]["weighting"] == "equal"
+    assert load_ensemble(tmp_path / "equal")[0].weights == (0.5, 0.5)
+    older = Path(shutil.copytree(ensemble, tmp_path / "older"))  # run.json as written before members had weights
+    document = json.loads((older / rf.RUN_FILE).read_text())
+    for member in document["ensemble"]["members"]:
+        del member["weight"]
+    (older / rf.RUN_FILE).write_text(json.dumps(document))
+    assert load_ensemble(older)[0].weights == (0.5, 0.5)
+    with pytest.raises(EnsembleError, match="unknown weighting 'median'"):
+        build_ensemble(members, tmp_path / "median", weighting="median")
 
 
 def test_the_ensemble_learned(ensemble: Path) -> None:
@@ -127,7 +151,9 @@ def test_the_cli_prints_the_ensemble_its_members_and_the_export(built: tuple[Pat
     out, printed = built
     evaluation = _evaluation(out)
     assert f"ensemble: validation accuracy {evaluation['validation']['accuracy']:.4f}" in printed
-    assert f"member 2: validation accuracy {_evaluation(members[1])['validation']['accuracy']:.4f}" in printed
+    second = recorded_members(rf.read_run(out))[1]
+    assert (f"member 2: validation accuracy {_evaluation(members[1])['validation']['accuracy']:.4f}, no test split, "
+            f"weight {second.weight:.2f}") in printed
     assert "no test split" in printed and "Confusion matrix" in printed
     assert f"exported {out / rf.MODEL_FILE}" in printed and "top-1 agreement 100.0%" in printed
     parity = json.loads((out / PARITY_FILE).read_text())
