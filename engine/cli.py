@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +23,7 @@ EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
 # The exported model failed onnx.checker or the parity check (nothing written), or only its int8 step failed
 # (the float model written; the message says so).
 EXIT_EXPORT_FAILED = 1
+EXIT_FAILED = 1  # a run that failed for a reason the message gives (another training process died)
 PREDICT_HELP = "classify images with an exported model (no PyTorch needed)"
 _DATA_HELP = "dataset folder: one sub-folder of images per class, or train/, val/ and test/ folders of them"
 DESCRIPTION = """\
@@ -66,7 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["predict"]:  # its own parser: building every command's (training's imports included) costs 10 ms
         return predict_main(argv[1:])
-    return run_command(_parser().parse_args(argv))
+    args = _parser().parse_args(argv)
+    args.argv = argv  # what `train --nproc N` passes on to the processes it starts
+    return run_command(args)
 
 
 def predict_main(argv: Sequence[str], prog: str = "transfer-studio predict") -> int:
@@ -156,6 +161,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_train_options(train)
     _add_split_from(train)
     train.add_argument("--resume", action="store_true", help="continue the stopped run in --out")
+    train.add_argument("--nproc", type=int, default=1, metavar="N",
+                       help="train in N processes on this machine, through torchrun and DistributedDataParallel "
+                            "(gloo on CPUs; NCCL and one GPU each with CUDA); across machines start torchrun "
+                            "yourself (README: Beyond one machine)")
     train.set_defaults(handler=_train)
 
     distill = command("distill", "train a small student on a bigger teacher's (or ensemble's) softened "
@@ -386,22 +395,79 @@ def _backbones(_args: argparse.Namespace) -> int:
 
 
 def _with_cancel_on_sigint(run: Callable) -> object:
-    """First Ctrl-C asks the run to stop at the next batch (saving a resumable run); a second one aborts."""
+    """First Ctrl-C asks the run to stop at the next batch (saving a resumable run); a second one aborts.
+
+    In a process torchrun started, SIGINT and SIGTERM (what torchrun sends its processes on Ctrl-C, or when one of
+    them died) only ask for the stop, which every process then makes at the same batch; torchrun kills what has
+    not ended 30 s later."""
     from engine.control import RunControl
 
-    control = RunControl()
+    distributed = _torchrun_rank() is not None
+    if distributed:
+        from engine.training.distributed import SharedStop
 
-    def on_sigint(_signum: int, _frame: object) -> None:
-        if control.cancelled:
+        control: RunControl = SharedStop()
+    else:
+        control = RunControl()
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        if control.cancelled and not distributed:
             raise KeyboardInterrupt
-        print("\nstopping after this batch (Ctrl-C again to abort)...", file=sys.stderr)
+        if not control.cancelled and _torchrun_rank() in (None, "0"):
+            print("\nstopping after this batch" + ("" if distributed else " (Ctrl-C again to abort)") + "...",
+                  file=sys.stderr)
         control.cancel()
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    handled = (signal.SIGINT, signal.SIGTERM) if distributed else (signal.SIGINT,)
+    previous = {signum: signal.signal(signum, on_signal) for signum in handled}
     try:
         return run(control)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _torchrun_rank() -> str | None:
+    """This process's RANK when torchrun started it as one of several, else None."""
+    return os.environ.get("RANK") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+
+
+def _launch_torchrun(processes: int, argv: Sequence[str], run_dir: Path) -> int:
+    """``train ... --nproc N``: the same command in N processes under torchrun on this machine. torchrun gets
+    its own process group; a first Ctrl-C here writes the run's stop file, which every process obeys at the same
+    batch, and a second one (or one before the run folder exists) goes to torchrun, which stops them at once."""
+    if getattr(sys, "frozen", False):
+        raise UsageError("--nproc starts Python processes through torchrun, which the app bundle cannot do; install "
+                         "the engine with pip (README) and run transfer-studio train --nproc there")
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+               "-m", "engine.cli", *rest]
+    child = subprocess.Popen(command, start_new_session=True)
+    asked = []
+
+    def forward(signum: int, _frame: object) -> None:
+        from engine.training.run_folder import RUN_FILE, request_stop
+
+        if not asked and (run_dir / RUN_FILE).is_file():
+            asked.append(signum)
+            request_stop(run_dir)
+            print("\nstopping after this batch (Ctrl-C again to abort)...", file=sys.stderr)
+        else:
+            child.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _train_config(args: argparse.Namespace):  # noqa: ANN202 - a TrainConfig (imported lazily: torch-free parser)
@@ -422,7 +488,15 @@ def _train_config(args: argparse.Namespace):  # noqa: ANN202 - a TrainConfig (im
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.nproc < 1:
+        raise UsageError("--nproc must be 1 or more")
+    if args.nproc > 1 and _torchrun_rank() is None:
+        code = _launch_torchrun(args.nproc, args.argv, args.out)
+        stopped = code == EXIT_OK and (args.out / "run.json").is_file() and json.loads(
+            (args.out / "run.json").read_text(encoding="utf-8")).get("status") == "cancelled"
+        return EXIT_INTERRUPTED if stopped else code
     from engine.console import ConsoleProgress
+    from engine.training.distributed import DistributedError, stop
     from engine.training.trainer import train
 
     config = None
@@ -430,12 +504,22 @@ def _train(args: argparse.Namespace) -> int:
         if args.data is None:
             raise UsageError("a dataset folder is required (or --resume with --out pointing at a stopped run)")
         config = _train_config(args)
-    result = _with_cancel_on_sigint(
-        lambda control: train(args.data, args.out, config, resume=args.resume, on_event=ConsoleProgress(),
-                              control=control))
+    try:
+        result = _with_cancel_on_sigint(
+            lambda control: train(args.data, args.out, config, resume=args.resume, on_event=ConsoleProgress(),
+                                  control=control))
+    except DistributedError as exc:
+        print(f"error (rank {_torchrun_rank()}): {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        stop()
+    if _torchrun_rank() not in (None, "0"):  # rank 0 reports for every process
+        return EXIT_OK
     if result.status == "cancelled":
         print(f"stopped; resume with: transfer-studio train --out {args.out} --resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        # Under torchrun a stop is a clean end (torchrun reports any other code as a failure, with tracebacks);
+        # `--nproc` reads the status and exits 130 itself.
+        return EXIT_OK if _torchrun_rank() is not None else EXIT_INTERRUPTED
     _print_evaluation(result.evaluation)
     print(f"run saved in {args.out}")
     return EXIT_OK

@@ -49,6 +49,11 @@ class RunControl:
     def paused(self) -> bool:
         return not self._resume.is_set()
 
+    def check_together(self) -> None:
+        """``check`` at a point every process of a distributed run reaches in step (a training batch, an epoch);
+        alone, the same as ``check`` (``engine.training.distributed.SharedStop`` makes it collective)."""
+        self.check()
+
     def check(self) -> None:
         """Block while paused; raise Cancelled when a stop was requested (cancel(), or the watched stop file)."""
         self._resume.wait()

@@ -1,5 +1,8 @@
 """Records each finished epoch: the metrics line, best.pt when validation improved, then last.pt (the resume
-point), and the events that say so. It also holds the early-stopping count and restores it on resume."""
+point), and the events that say so. It also holds the early-stopping count and restores it on resume.
+
+In a distributed run only rank 0's recorder writes (``writes``); the others keep the same count and best, and on
+resume receive the checkpoint rank 0 read, so the run folder need only be on rank 0's machine."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import torch
 from engine.events import CheckpointSaved, EpochEnded, EventSink
 from engine.training import run_folder as rf
 from engine.training.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from engine.training.distributed import current, from_main
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,16 +34,21 @@ class EpochMetrics:
 class EpochRecorder:
     def __init__(self, run_dir: Path, model: torch.nn.Module, total_epochs: int, on_event: EventSink) -> None:
         self.run_dir, self.model, self.total_epochs, self.on_event = run_dir, model, total_epochs, on_event
+        self.writes = current().main
         self.best: dict[str, Any] = {"epoch": -1, "val_accuracy": -1.0, "val_loss": float("inf")}
         self.bad_epochs = 0
 
     def resume(self, device: str) -> tuple[int, dict[str, Any] | None]:
         """Load last.pt into the model; (the next epoch to run, the checkpoint), or (0, None) without one."""
         last = self.run_dir / rf.LAST_FILE
-        if not last.exists():
-            rf.truncate_metrics(self.run_dir, -1)
+        if current().distributed:  # rank 0 reads it, on the CPU, and every process gets that copy
+            checkpoint = from_main(load_checkpoint(last, "cpu") if self.writes and last.exists() else None)
+        else:
+            checkpoint = load_checkpoint(last, device) if last.exists() else None
+        if checkpoint is None:
+            if self.writes:
+                rf.truncate_metrics(self.run_dir, -1)
             return 0, None
-        checkpoint = load_checkpoint(last, device)
         try:
             self.model.load_state_dict(checkpoint["model"])
             next_epoch = int(checkpoint["epoch"]) + 1
@@ -48,7 +57,8 @@ class EpochRecorder:
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{last}: does not match this run ({str(exc).strip().splitlines()[0]}); "
                                   "delete it to start the run again from epoch 0, or start a new run") from exc
-        rf.truncate_metrics(self.run_dir, next_epoch - 1)
+        if self.writes:
+            rf.truncate_metrics(self.run_dir, next_epoch - 1)
         return next_epoch, checkpoint
 
     def record(self, metrics: EpochMetrics, *, extra: dict[str, Any], optimizer: torch.optim.Optimizer | None,
@@ -59,10 +69,13 @@ class EpochRecorder:
         if improved:
             self.best = {"epoch": metrics.epoch, "val_accuracy": metrics.val_accuracy, "val_loss": metrics.val_loss}
             self.bad_epochs = 0
-            self._save(rf.BEST_FILE, {"model": self.model.state_dict(), "epoch": metrics.epoch,
-                                      "val_accuracy": metrics.val_accuracy}, metrics.epoch)
         else:
             self.bad_epochs += 1
+        if not self.writes:
+            return
+        if improved:
+            self._save(rf.BEST_FILE, {"model": self.model.state_dict(), "epoch": metrics.epoch,
+                                      "val_accuracy": metrics.val_accuracy}, metrics.epoch)
         images_per_second = metrics.images / metrics.seconds if metrics.seconds > 0 else 0.0
         rf.append_metrics(self.run_dir, {
             "epoch": metrics.epoch, "phase": metrics.phase, "train_loss": metrics.train_loss,

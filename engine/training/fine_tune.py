@@ -24,9 +24,10 @@ from engine.training.batch_size import scaled_learning_rate, training_batch_size
 from engine.training.checkpoints import load_checkpoint
 from engine.training.config import TrainConfig
 from engine.training.device import DeviceSetup, to_device
+from engine.training.distributed import current, from_main
 from engine.training.epoch_recorder import EpochMetrics, EpochRecorder
 from engine.training.frozen_features import FrozenFeatures
-from engine.training.loop import TrainingBatch, train_one_epoch, training_loss, warmup_cosine
+from engine.training.loop import TrainableTop, TrainingBatch, train_one_epoch, training_loss, warmup_cosine
 from engine.training.quick_head import head_metrics, labels_tensor
 from engine.training.recipe import FineTunePlan
 from engine.training.strategies import apply_strategy, build_optimizer, set_train_mode
@@ -61,6 +62,7 @@ class FineTuner:
                                "of validation wait for it, a minute or more on a CPU"))
             for module in (*self.model.stages[first:], self.model.head):
                 module.compile()  # in place: state_dict keys, checkpoints and export stay as they are
+        top = self._distributed_top(first)
         optimizer = build_optimizer(self.model, first, scaled_learning_rate(self.config.lr, self.batch_size),
                                     self.config.optimizer,
                                     self.config.backbone_lr_factor, self.config.weight_decay)
@@ -76,6 +78,7 @@ class FineTuner:
         train_items = data.train_items
         self.on_event(Info(f"{phase}: batch size {self.batch_size} on {self.setup.description}"))
         for epoch in range(max(1, start_epoch), plan.epochs + 1):
+            self.control.check_together()
             self.on_event(EpochStarted(epoch, plan.epochs, phase))
             train_items = self.drop_unreadable(train_items)
             while True:
@@ -87,7 +90,7 @@ class FineTuner:
                         self.model, first, batches, optimizer, scheduler, loss_fn,
                         self.setup, lambda: set_train_mode(self.model, first, plan.train_batchnorm), epoch=epoch,
                         batch_count=_steps(len(train_items), self.batch_size), grad_clip=self.config.grad_clip,
-                        scaler=scaler, on_event=self.on_event, control=self.control,
+                        scaler=scaler, on_event=self.on_event, control=self.control, top=top,
                     )
                     break
                 except (torch.OutOfMemoryError, RuntimeError) as exc:
@@ -95,7 +98,10 @@ class FineTuner:
                         raise
                     scheduler = self._recover_from_out_of_memory(optimizer, len(train_items), epoch)
             val_logits = self.frozen.logits(data.val_items, first, "validation")
-            val_loss, val_acc = head_metrics(val_logits, val_targets, data.class_weights, self.config.label_smoothing)
+            # Rank 0's figures decide for every process (best epoch, early stop): the same weights everywhere, but
+            # the same sums in the same order are not promised on every device.
+            val_loss, val_acc = from_main(head_metrics(val_logits, val_targets, data.class_weights,
+                                                       self.config.label_smoothing))
             self.recorder.record(
                 EpochMetrics(epoch, phase, stats.loss, stats.accuracy, val_loss, val_acc,
                              optimizer.param_groups[0]["lr"], view_seconds + stats.seconds, stats.images),
@@ -104,6 +110,15 @@ class FineTuner:
                 self.on_event(WarningEvent(f"early stopping after epoch {epoch}: no validation improvement for "
                                            f"{self.recorder.bad_epochs} epochs"))
                 break
+
+    def _distributed_top(self, first: int) -> torch.nn.Module | None:
+        """In a distributed run, the trainable top under DistributedDataParallel (which also gives every process
+        rank 0's weights); alone, None: train_one_epoch runs the model's own top."""
+        processes = current()
+        if not processes.distributed:
+            return None
+        device_ids = [processes.local_rank] if self.setup.device == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(TrainableTop(self.model, first), device_ids=device_ids)
 
     def _scheduler(self, optimizer: torch.optim.Optimizer, images: int) -> torch.optim.lr_scheduler.LambdaLR:
         steps = _steps(images, self.batch_size)

@@ -5,6 +5,10 @@ view, never changes: fine-tune epochs reuse it and only run the trainable top. O
 only while a set of them fits ``FEATURE_MEMORY_BUDGET_BYTES``; beyond it (a deep boundary, tens of thousands
 of photos) the photos stream through the frozen stages batch by batch, so memory does not grow with the
 dataset.
+
+In a distributed run (``engine.training.distributed``) each process computes a strided shard of the photos missing
+from the cache and the shards are gathered once, so every process holds the whole set; each process then takes its
+part of every training batch, and a streamed pass loads only that part.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from engine.training.batch_augment import AUGMENT_VERSION, BatchAugment, evaluat
 from engine.training.batch_size import BatchSizeTuner
 from engine.training.config import TrainConfig
 from engine.training.device import DeviceSetup, to_device
+from engine.training.distributed import current, gather_shards, gathered, shard
 from engine.training.feature_cache import FeatureCache
 from engine.training.image_batches import ImageBatch, gather_batch, image_batches
 
@@ -68,7 +73,7 @@ class FrozenFeatures:
         back in later epochs) also keeps them in the feature cache on disk. Otherwise photos stream through the
         frozen stages as the batches are drawn, and those unreadable since the scan are left out with a warning.
         """
-        chunks = [list(order[start:start + batch_size]) for start in range(0, len(order), batch_size)]
+        chunks = _my_parts([list(order[start:start + batch_size]) for start in range(0, len(order), batch_size)])
         if self.fits_in_memory(len(items), upto):
             features = self._features(items, upto, phase, view, on_disk=reuse)
             return ((rows, to_device(features[rows], self.setup)) for rows in chunks)
@@ -167,14 +172,17 @@ class FrozenFeatures:
         cache = FeatureCache(self.config.backbone, self.weights_id, self.cache.preprocessing, upto, variant=variant)
         found = {h: f for h in set(hashes) if on_disk and (f := cache.load(h)) is not None}
         missing = [i for i, h in enumerate(hashes) if h not in found]
+        if current().distributed:  # one list for all: the processes' caches may differ (other machines, timing)
+            missing = sorted(set().union(*gathered(missing)))
         tuner = self._tuner(upto)
         if missing:
-            computed = forward_in_batches(self.model, range(upto), len(missing), self._loader(items, missing, view),
-                                          self.setup, tuner, phase=phase, on_event=self.on_event,
-                                          control=self.control)
+            mine = shard(missing)
+            computed = gather_shards(
+                forward_in_batches(self.model, range(upto), len(mine), self._loader(items, mine, view), self.setup,
+                                   tuner, phase=phase, on_event=self.on_event, control=self.control), len(missing))
             for i, features in zip(missing, computed, strict=True):
                 found[hashes[i]] = features.numpy()
-                if on_disk:
+                if on_disk and current().main:
                     cache.save(hashes[i], found[hashes[i]])
         batch = f"batch size {tuner.chosen}" if tuner.chosen else "measuring batch sizes"
         self.on_event(Info(f"{phase}: {len(items) - len(missing)} of {len(items)} images from the feature cache, "
@@ -194,3 +202,12 @@ class FrozenFeatures:
             return self._augmented(batch, items, view)
 
         return load
+
+
+def _my_parts(chunks: list[list[int]]) -> list[list[int]]:
+    """This process's part of each training batch (all of it when alone). A batch with fewer photos than
+    processes (an epoch's short last one) is left out: every process must run the same number of steps."""
+    processes = current()
+    if not processes.distributed:
+        return chunks
+    return [chunk[processes.rank::processes.world_size] for chunk in chunks if len(chunk) >= processes.world_size]

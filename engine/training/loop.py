@@ -19,6 +19,7 @@ from engine.backbones.build import TransferModel, run_stages
 from engine.control import RunControl
 from engine.events import BatchProgress, EventSink
 from engine.training.device import DeviceSetup, to_device
+from engine.training.distributed import current, sum_across
 
 _BATCH_EVENT_INTERVAL = 0.25  # seconds: a few progress events per second is plenty for any front end
 
@@ -29,6 +30,19 @@ TrainingLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch
 
 class NonFiniteLossError(RuntimeError):
     pass
+
+
+class TrainableTop(torch.nn.Module):
+    """The trainable stages and the head as one module, inputs of the first trainable stage to logits: what
+    DistributedDataParallel wraps (the frozen stages' parameters need no gradient, so it leaves them alone)."""
+
+    def __init__(self, model: TransferModel, first_trainable: int) -> None:
+        super().__init__()
+        self.model = model
+        self.trainable = range(first_trainable, len(model.stages))
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.model.head(run_stages(self.model, self.trainable, inputs))
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,25 +69,29 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None,
     on_event: EventSink,
     control: RunControl,
+    top: torch.nn.Module | None = None,
 ) -> EpochStats:
-    """One pass over ``batches`` (inputs of the trainable stages, labels, teacher probabilities or None).
+    """One pass over ``batches`` (inputs of the trainable stages, labels, teacher probabilities or None), through
+    ``top`` (a DistributedDataParallel of TrainableTop; None: the model's trainable stages and head). The epoch's
+    loss and accuracy are over every process's batches.
 
     Loss and accuracy are summed on the device and read back only for a progress event (a few a second) and at
     the end: a read per step would make the host wait for the device at every batch. A loss that stops being
     finite is caught at the next read.
     """
     set_mode()
-    trainable = range(first_trainable, len(model.stages))
+    top = TrainableTop(model, first_trainable) if top is None else top
+    processes = current().world_size
     total_loss = torch.zeros((), device=setup.device)
     correct = torch.zeros((), dtype=torch.long, device=setup.device)
     seen = 0
     started = last_event = time.perf_counter()
     for index, (images, targets, teacher) in enumerate(batches, start=1):
-        control.check()
+        control.check_together()
         images, targets = to_device(images, setup), to_device(targets, setup)
         teacher = to_device(teacher, setup) if teacher is not None else None
         with torch.autocast(setup.device, dtype=setup.amp_dtype, enabled=setup.amp_dtype is not None):
-            logits = model.head(run_stages(model, trainable, images))
+            logits = top(images)
             loss = loss_fn(logits.float(), targets, teacher)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -94,12 +112,14 @@ def train_one_epoch(
             last_event = now
             loss_value = _finite_loss(loss, epoch, index)
             elapsed = now - started
-            on_event(BatchProgress(epoch, index, batch_count, loss_value, seen / elapsed,
+            on_event(BatchProgress(epoch, index, batch_count, loss_value, seen * processes / elapsed,
                                    elapsed / index * (batch_count - index)))
-    control.check()  # a stop requested during the last batch discards the epoch, like any other mid-epoch stop
-    mean_loss = _finite_loss(total_loss / max(seen, 1), epoch, None)
+    control.check_together()  # a stop requested during the last batch discards the epoch, like a mid-epoch stop
+    total_loss, correct, seen = sum_across(torch.stack([total_loss.float().cpu(), correct.float().cpu(),
+                                                        torch.tensor(float(seen))])).tolist()
+    mean_loss = _finite_loss(torch.tensor(total_loss / max(seen, 1)), epoch, None)
     seconds = time.perf_counter() - started
-    return EpochStats(mean_loss, int(correct) / max(seen, 1), seen, seconds)
+    return EpochStats(mean_loss, correct / max(seen, 1), int(seen), seconds)
 
 
 def _finite_loss(loss: torch.Tensor, epoch: int, batch: int | None) -> float:

@@ -23,6 +23,7 @@ from engine.time_format import utc_now_iso
 from engine.training import run_folder as rf
 from engine.training.checkpoints import load_checkpoint
 from engine.training.config import TrainConfig, compile_unavailable
+from engine.training.distributed import SharedStop, current, explained, from_main, gathered, start
 from engine.training.epoch_recorder import EpochMetrics, EpochRecorder
 from engine.training.feature_cache import default_feature_dir
 from engine.training.fine_tune import FineTuneData, FineTuner
@@ -58,9 +59,11 @@ def train(
     """Train a classifier on ``data_dir`` into ``run_dir``; ``resume`` continues a stopped run there.
 
     ``control.cancel()``, or the stop file that ``run_folder.request_stop`` writes into ``run_dir`` from any process,
-    stops the run at the next batch, resumable."""
+    stops the run at the next batch, resumable.
+
+    Under torchrun every process calls this alike (``engine.training.distributed``); ``control`` must then be a
+    ``SharedStop`` (the default), and only rank 0 reports events and writes ``run_dir``."""
     run_dir = Path(run_dir)
-    control = control or RunControl()
     session: _Session | None = None
     try:
         if resume:
@@ -70,15 +73,21 @@ def train(
                                     "again into a new folder (transfer-studio ensemble)")
             config, data_dir = info.config, data_dir or info.data_dir
         else:
-            if (run_dir / rf.RUN_FILE).exists():
-                raise RunExistsError(f"{run_dir}: already holds a run; resume it (--resume) or choose another folder")
-            if run_dir.exists() and not run_dir.is_dir():
-                raise RunExistsError(f"{run_dir}: is a file, not a folder; choose a folder for the run")
             config = config or TrainConfig()
             if config.teachers and not config.split_from:  # the student never sees the teacher's held-out photos
                 config = replace(config, split_from=str(split_source(config.teachers[0])))
-        # A stop file left from before this start or resume asked an earlier session to stop: it is spent.
-        (run_dir / rf.STOP_FILE).unlink(missing_ok=True)
+        processes = start(config.device)
+        if processes.distributed:
+            control = control or SharedStop()
+            if not isinstance(control, SharedStop):
+                raise BadInputError("a run in several processes stops through engine.training.distributed.SharedStop:"
+                                    " pass one as control")
+            on_event = on_event if processes.main else ignore_event
+        control = control or RunControl()
+        # Rank 0 alone looks (the others would see its run.json appear), and a stop file left from before this start
+        # or resume asked an earlier session to stop: it is spent.
+        if problem := from_main(_start_problem(run_dir, resume) if processes.main else None):
+            raise RunExistsError(problem)
         control.watch_stop_file(run_dir / rf.STOP_FILE)
         if data_dir is None:
             raise BadInputError("no dataset folder given")
@@ -90,12 +99,26 @@ def train(
             rf.update_run_file(run_dir, status="cancelled")
         on_event(RunFinished(str(run_dir), "cancelled", -1, 0.0, 0))
         return TrainResult(str(run_dir), "cancelled", -1, 0.0, 0, None)
-    except Exception as exc:
+    except Exception as raised:
+        exc = explained(raised)  # another process of a distributed run that died: say so, not gloo's words
         if session is not None and session.marked_running:
             with contextlib.suppress(OSError):  # e.g. a full disk: the error below says so; run.json stays valid
                 rf.update_run_file(run_dir, status="failed", error=str(exc))
         on_event(RunFailed(str(run_dir), str(exc)))
-        raise
+        if exc is raised:
+            raise
+        raise exc from raised
+
+
+def _start_problem(run_dir: Path, resume: bool) -> str | None:
+    """Why a fresh run cannot go into ``run_dir`` (None when it can); removes a spent stop file."""
+    if not resume:
+        if (run_dir / rf.RUN_FILE).exists():
+            return f"{run_dir}: already holds a run; resume it (--resume) or choose another folder"
+        if run_dir.exists() and not run_dir.is_dir():
+            return f"{run_dir}: is a file, not a folder; choose a folder for the run"
+    (run_dir / rf.STOP_FILE).unlink(missing_ok=True)
+    return None
 
 
 class _Session:
@@ -110,6 +133,7 @@ class _Session:
         self.plan: FineTunePlan | None = None
         self.teacher: TeacherTargets | None = None
         self.marked_running = False  # run.json says "running": from then on every ending must update it
+        self.processes = current()
 
     # --- preparation -------------------------------------------------------------------------------
     def prepare(self, resume: bool) -> None:
@@ -121,7 +145,10 @@ class _Session:
                                          near_duplicates=not resume and not self.config.split_from)
         self.setup, self.model, self.labels = self.prepared.setup, self.prepared.model, self.prepared.labels
         self.recorder = EpochRecorder(self.run_dir, self.model, self.config.epochs, self.on_event)
-        self.control.check()  # a stop while preparing (scan, model, weights download) leaves no run behind
+        self.control.check_together()  # a stop while preparing (scan, model, weights download) leaves no run behind
+        devices = gathered(self.setup.description)
+        self.process_record = {"world_size": self.processes.world_size, "backend": self.processes.backend,
+                               "devices": devices}
         if resume:
             self._load_resume_state()
             self._load_teachers()
@@ -129,16 +156,19 @@ class _Session:
             if self.config.split_from:
                 self._use_split(self._split_from(Path(self.config.split_from)))
             self._load_teachers()  # refuses a teacher that cannot teach before any run file is written
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(self.run_dir)  # a start killed before run.json was written may leave some
-            rf.write_run_file(self.run_dir, {
-                "status": "running", "created": utc_now_iso(), "data_dir": str(self.data_dir.resolve()),
-                "config": self.config.to_dict(), "backbone": self.config.backbone, "labels": self.labels,
-                "preprocessing": self.prepared.cache.preprocessing.to_dict(), "dataset": self._dataset_summary(),
-                "versions": rf.versions(), "device": self.setup.description,
-            })
-            self.marked_running = True
-            self._record_split()
+            if self.processes.main:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                remove_stale_temporaries(self.run_dir)  # a start killed before run.json was written may leave some
+                rf.write_run_file(self.run_dir, {
+                    "status": "running", "created": utc_now_iso(), "data_dir": str(self.data_dir.resolve()),
+                    "config": self.config.to_dict(), "backbone": self.config.backbone, "labels": self.labels,
+                    "preprocessing": self.prepared.cache.preprocessing.to_dict(), "dataset": self._dataset_summary(),
+                    "versions": rf.versions(), "device": self.setup.description, "processes": self.process_record,
+                })
+                self.marked_running = True
+                self._record_split()
+        if self.processes.distributed:  # one split for all, whatever each process's scan found
+            self._use_split(ScanReport.from_dict(from_main(self.prepared.report.to_dict())))
         report = self.prepared.report
         self.train_items = report.split_items("train")
         self.val_items = report.split_items("val")
@@ -152,10 +182,12 @@ class _Session:
         if list(info.labels) != self.labels:
             raise BadInputError(f"{self.data_dir}: classes changed since the run started "
                              f"({', '.join(info.labels)} → {', '.join(self.labels)}); start a new run")
-        remove_stale_temporaries(self.run_dir)  # half-written files of a killed process
+        if self.processes.main:
+            remove_stale_temporaries(self.run_dir)  # half-written files of a killed process
         self.start_epoch, self.checkpoint = self.recorder.resume(self.setup.device)
         if self.checkpoint is None and not (self.run_dir / rf.SCAN_REPORT_FILE).is_file():
-            self._record_split()  # killed before recording a split, so before training on one: this scan's is it
+            if self.processes.main:
+                self._record_split()  # killed before recording a split, so before training on one: this scan's
         else:
             self._use_split(keep_recorded_split(rf.read_scan_report(info), self.prepared.report, self.on_event))
         if self.checkpoint is None:
@@ -163,8 +195,9 @@ class _Session:
                                        "ended); starting again from epoch 0"))
         else:  # the plan made after the quick head; runs from before plans were recorded get the one for their config
             self.plan = info.plan or plan_fine_tune(self.config, len(self.model.stages), None)
-        rf.update_run_file(self.run_dir, status="running")
-        self.marked_running = True
+        if self.processes.main:
+            rf.update_run_file(self.run_dir, status="running", processes=self.process_record)
+            self.marked_running = True
 
     def _split_from(self, source: Path) -> ScanReport:
         """This scan with the split recorded in run ``source`` (trained on the same classes)."""
@@ -219,11 +252,12 @@ class _Session:
             status = "completed"
         except Cancelled:  # from the quick head to the final evaluation: resumable, with the best epoch so far
             status = "cancelled"
-        epochs_run = len(rf.read_metrics(self.run_dir))
+        epochs_run = from_main(len(rf.read_metrics(self.run_dir)) if self.processes.main else 0)
         best = self.recorder.best
-        rf.update_run_file(self.run_dir, status=status, finished=utc_now_iso(), best_epoch=best["epoch"],
-                           best_val_accuracy=best["val_accuracy"], epochs_completed=epochs_run)
-        self._limit_caches()
+        if self.processes.main:
+            rf.update_run_file(self.run_dir, status=status, finished=utc_now_iso(), best_epoch=best["epoch"],
+                               best_val_accuracy=best["val_accuracy"], epochs_completed=epochs_run)
+            self._limit_caches()
         summary = {"validation_accuracy": evaluation["validation"]["accuracy"]} if evaluation else {}
         self.on_event(RunFinished(str(self.run_dir), status, int(best["epoch"]), float(best["val_accuracy"]),
                                   epochs_run, summary))
@@ -252,8 +286,12 @@ class _Session:
         """
         self.on_event(EpochStarted(0, self.config.epochs, "head"))
         head = fit_quick_head(self.prepared, self.train_items, self.val_items, self.on_event)
+        if self.processes.distributed:  # rank 0's head and fit for all: one plan, and the same starting weights
+            head = from_main(head)
+            self.model.head.load_state_dict(from_main({k: v.cpu() for k, v in self.model.head.state_dict().items()}))
         plan = plan_fine_tune(self.config, len(self.model.stages), head.fit)
-        rf.update_run_file(self.run_dir, plan=plan.to_dict())
+        if self.processes.main:
+            rf.update_run_file(self.run_dir, plan=plan.to_dict())
         self.recorder.total_epochs = plan.epochs
         self.recorder.record(
             EpochMetrics(0, "head", head.train_loss, head.fit.train_accuracy, head.val_loss, head.fit.val_accuracy,
@@ -276,7 +314,10 @@ class _Session:
         """Restore the best weights and evaluate validation (and test, once) into evaluation.json, with the
         temperature fitted on validation."""
         assert self.plan is not None
-        best = load_checkpoint(self.run_dir / rf.BEST_FILE, self.setup.device)
+        if self.processes.distributed:  # rank 0 reads best.pt, the others get its weights
+            best = from_main(load_checkpoint(self.run_dir / rf.BEST_FILE, "cpu") if self.processes.main else None)
+        else:
+            best = load_checkpoint(self.run_dir / rf.BEST_FILE, self.setup.device)
         self.model.load_state_dict(best["model"])
         first = self.plan.first_trainable
         splits: dict[str, SplitLogits] = {}
@@ -286,5 +327,6 @@ class _Session:
                 splits[name] = SplitLogits(tuple(i.label for i in items), logits, tuple(i.path for i in items))
         document = evaluate_logits(self.labels, splits["validation"], splits.get("test"),
                                    train_counts=[self.prepared.report.counts["train"][c] for c in self.labels])
-        write_json_atomic(self.run_dir / rf.EVALUATION_FILE, document)
+        if self.processes.main:
+            write_json_atomic(self.run_dir / rf.EVALUATION_FILE, document)
         return document
