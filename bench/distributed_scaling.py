@@ -1,6 +1,6 @@
 """Benchmark: the same `train` in one process and in N processes (torchrun, DistributedDataParallel).
 
-    python bench/distributed_scaling.py DATA [--nproc 2] [--out DIR] [-- TRAIN OPTIONS...]
+    python bench/distributed_scaling.py DATA [--nproc 2] [--out DIR] [TRAIN OPTIONS...]
 
 Both runs use the same data, options and seed (the N-process run on the first run's split, ``--split-from``), so
 their accuracies compare like with like; the figures are each run's validation and test accuracy, its whole wall
@@ -47,9 +47,7 @@ def main() -> None:
     parser.add_argument("data", type=Path)
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("options", nargs=argparse.REMAINDER, help="after --: options for both train commands")
-    args = parser.parse_args()
-    options = [o for o in args.options if o != "--"]
+    args, options = parser.parse_known_args()  # the rest: options for both train commands
     out = args.out or Path(tempfile.mkdtemp(prefix="scaling-"))
     alone = timed_train(args.data, out / "one-process", 1, options)
     together = timed_train(args.data, out / f"{args.nproc}-processes", args.nproc,

@@ -138,13 +138,14 @@ def _read_run_file(path: Path) -> tuple[dict[str, Any], str | None, list[str] | 
     teachers = _entry(config, "teachers", list, run_file)
     labels = _entry(raw, "labels", list, run_file)
     best = _entry(raw, "best_val_accuracy", (int, float), run_file)
+    # An ensemble copies its first member's config (strategy, teachers): its own kind comes first, and it was not
+    # trained with any strategy.
+    kind = _entry(raw, "kind", str, run_file) or ("distilled" if teachers else "single")
     run = dict(
         created=_entry(raw, "created", str, run_file), data_dir=data_dir,
         dataset=Path(data_dir).name if data_dir else None,
         backbone=_entry(raw, "backbone", str, run_file) or _entry(config, "backbone", str, run_file),
-        strategy=_entry(config, "strategy", str, run_file),
-        # An ensemble copies its first member's config, teachers included: its own kind comes first.
-        kind=_entry(raw, "kind", str, run_file) or ("distilled" if teachers else "single"),
+        strategy=None if kind == "ensemble" else _entry(config, "strategy", str, run_file), kind=kind,
         status=status, best_val_accuracy=float(best) if best is not None and best >= 0 else None,  # -1: no epoch
         error=_entry(raw, "error", str, run_file))
     return run, _entry(raw, "finished", str, run_file), labels

@@ -118,7 +118,10 @@ class FineTuner:
         if not processes.distributed:
             return None
         device_ids = [processes.local_rank] if self.setup.device == "cuda" else None
-        return torch.nn.parallel.DistributedDataParallel(TrainableTop(self.model, first), device_ids=device_ids)
+        top = torch.nn.parallel.DistributedDataParallel(TrainableTop(self.model, first), device_ids=device_ids)
+        # Each process draws its own dropout masks: with one seed everywhere, the parts of a batch would share them.
+        torch.manual_seed(self.config.seed * 1000 + processes.rank)
+        return top
 
     def _scheduler(self, optimizer: torch.optim.Optimizer, images: int) -> torch.optim.lr_scheduler.LambdaLR:
         steps = _steps(images, self.batch_size)

@@ -76,7 +76,8 @@ def test_model_size_speed_and_test_accuracy_come_from_their_files(copy_run: Copy
 
 
 def test_kind_follows_run_json_and_distillation_teachers(copy_run: CopyRun, trained_run: Path) -> None:
-    assert summarize_run(copy_run("ensemble", kind="ensemble")).kind == "ensemble"
+    ensemble = summarize_run(copy_run("ensemble", kind="ensemble"))
+    assert ensemble.kind == "ensemble" and ensemble.strategy is None  # its copied config's strategy is not its own
     config = _json(trained_run / RUN_FILE)["config"]
     assert summarize_run(copy_run("student", config={**config, "teachers": ["/runs/a"]})).kind == "distilled"
     assert summarize_run(copy_run("plain", config={**config, "teachers": []})).kind == "single"

@@ -137,6 +137,7 @@ def test_two_processes_train_stop_then_one_resumes_evaluates_and_exports(sample_
     assert json.loads((run / PARITY_FILE).read_text())["passed"]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the process to kill in /proc")
 def test_a_killed_process_stops_the_others_with_the_last_checkpoint_intact(small_data: Path, tmp_path: Path) -> None:
     """SIGKILL to rank 1 mid-training: rank 0 fails its next collective at once (not after a timeout), says why
     in run.json, and leaves last.pt loadable; the launcher ends within seconds, not the 120 s timeout."""
@@ -171,8 +172,17 @@ def test_nproc_is_refused_where_torchrun_cannot_start(small_data: Path, tmp_path
 
 
 def _children(pid: int) -> list[int]:
-    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    return [int(child) for child in found]
+    """The processes whose parent is ``pid`` (Linux /proc: the field after the parenthesised name is the
+    state, then the parent's pid)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
 
 
 def _environment(pid: int) -> dict[str, str]:
