@@ -6,7 +6,8 @@ at the teacher's resolution and normalisation. Its outputs come through ``Frozen
 frozen, so each (teacher, view) is computed once and kept in the feature cache under an identity that changes with
 the teacher's best.pt; the head is one matrix product on top. (The cache so holds the pooled features rather than
 the logits: a file per photo, one disk block, either way.) Logits are softened at use, so one cache serves every
-temperature. An ensemble run counts as one teacher whose members' probabilities are averaged.
+temperature. An ensemble run counts as one teacher whose members' probabilities are averaged with the ensemble's
+weights (each member softened by the distillation temperature, not by its own calibration temperature).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from engine.backbones.inference import load_trained_model
 from engine.control import RunControl
 from engine.dataset.cache import DecodedImageCache
 from engine.dataset.report import ImageItem, ScanReport
+from engine.ensemble_model import recorded_members
 from engine.errors import BadInputError
 from engine.events import EventSink
 from engine.training import run_folder as rf
@@ -44,6 +46,16 @@ def teacher_members(teacher: Path | str) -> tuple[Path, ...]:
     return tuple(Path(member) for member in info.members) if info.kind == "ensemble" else (Path(teacher),)
 
 
+def member_weights(teacher: Path | str) -> tuple[float, ...]:
+    """Each of ``teacher_members``' weights in its teacher's mean: an ensemble's recorded weights (equal for one
+    built before members were weighted), else (1.0,)."""
+    info = rf.read_run(Path(teacher))
+    if info.kind != "ensemble":
+        return (1.0,)
+    weights = [member.weight for member in recorded_members(info)]
+    return tuple(1 / len(weights) for _ in weights) if None in weights else tuple(weights)
+
+
 def split_source(teacher: Path | str) -> Path:
     """The run whose recorded split a student of ``teacher`` trains on: the teacher, or its ensemble's first
     member (an ensemble's members share one split)."""
@@ -55,7 +67,7 @@ class _Member:
     run_dir: Path
     model: TransferModel
     features: FrozenFeatures  # every stage frozen: the pooled features of an augmented view, cached per view
-    share: float  # weight of its probabilities in the mean: 1 / (teachers x members of its teacher)
+    share: float  # weight of its probabilities in the mean: its weight in its teacher / teachers
 
 
 class TeacherTargets:
@@ -73,7 +85,7 @@ class TeacherTargets:
         members = []
         for teacher in teachers:
             runs = teacher_members(teacher)
-            for run in runs:
+            for run, weight in zip(runs, member_weights(teacher), strict=True):
                 control.check()
                 model, info = load_trained_model(run, setup.device)
                 _check_teacher(teacher, run, info, labels, student_split)
@@ -81,7 +93,7 @@ class TeacherTargets:
                 features = FrozenFeatures(model, own, weights_identity(info.config.backbone, run / rf.BEST_FILE),
                                           DecodedImageCache(info.preprocessing),
                                           BatchAugment(config.augment, info.preprocessing), setup, on_event, control)
-                members.append(_Member(run, model, features, 1 / (len(teachers) * len(runs))))
+                members.append(_Member(run, model, features, weight / len(teachers)))
         return cls(members)
 
     def logits(self, items: tuple[ImageItem, ...], view: int) -> list[torch.Tensor]:

@@ -22,7 +22,13 @@ from engine.training.config import TrainConfig
 from engine.training.device import resolve_device
 from engine.training.image_batches import square_crop
 from engine.training.loop import training_loss
-from engine.training.teacher_targets import TeacherError, TeacherTargets, split_source, teacher_members
+from engine.training.teacher_targets import (
+    TeacherError,
+    TeacherTargets,
+    member_weights,
+    split_source,
+    teacher_members,
+)
 
 STUDENT = TrainConfig(augment="standard", seed=3)
 
@@ -107,13 +113,19 @@ def _edited_copy(run: Path, folder: Path, **changes: object) -> Path:
     return copy
 
 
-def test_an_ensemble_is_one_teacher_whose_members_are_averaged(trained_run: Path, tmp_path: Path) -> None:
+def test_an_ensemble_is_one_teacher_whose_members_are_averaged_with_its_weights(trained_run: Path,
+                                                                              tmp_path: Path) -> None:
     twin = _edited_copy(trained_run, tmp_path / "twin")
+    member = {"backbone": "efficientnet_lite0", "temperature": 1.0, "weights_sha256": "0" * 64,
+              "validation_accuracy": 1.0, "test_accuracy": None}
     ensemble = _edited_copy(trained_run, tmp_path / "ensemble", kind="ensemble",
-                            members=[str(trained_run), str(twin)])
+                            members=[str(trained_run), str(twin)],
+                            ensemble={"members": [{**member, "run": str(trained_run), "weight": 0.75},
+                                                  {**member, "run": str(twin), "weight": 0.25}]})
     assert teacher_members(ensemble) == (trained_run, twin) and split_source(ensemble) == trained_run
+    assert member_weights(ensemble) == (0.75, 0.25) and member_weights(trained_run) == (1.0,)
     targets = _load([trained_run, ensemble], trained_run)
-    assert [m.share for m in targets.members] == [0.5, 0.25, 0.25]
+    assert [m.share for m in targets.members] == [0.5, 0.375, 0.125]
     items = _train_items(trained_run, 4)
     logits = targets.logits(items, 0)
     assert torch.equal(logits[1], logits[2]), "one model, one cache entry"
