@@ -161,20 +161,13 @@ def training_loss(class_weights: torch.Tensor | None, label_smoothing: float, *,
     """The fine-tune loss: cross-entropy on the labels (class-weighted, smoothed); for a batch that carries
     teacher probabilities p (softened at ``temperature`` T), Hinton et al.'s (2015)
     alpha * T^2 * KL(p || softmax(logits / T)) + (1 - alpha) * cross-entropy. T^2 keeps the soft term's gradients
-    at the scale of the hard term's whatever T is, so alpha means the same at every temperature. With class weights
-    the soft term weighs each photo by its label's weight too, normalised as the cross-entropy is: otherwise the
-    teacher's half of the loss would undo half of the class weighting."""
+    at the scale of the hard term's whatever T is, so alpha means the same at every temperature."""
     hard = cross_entropy(class_weights, label_smoothing)
 
     def loss(logits: torch.Tensor, targets: torch.Tensor, teacher: torch.Tensor | None) -> torch.Tensor:
         if teacher is None:
             return hard(logits, targets)
-        per_photo = F.kl_div(F.log_softmax(logits / temperature, dim=1), teacher, reduction="none").sum(1)
-        if class_weights is None:
-            soft = per_photo.mean()
-        else:
-            weights = class_weights.to(logits.device)[targets]
-            soft = (weights * per_photo).sum() / weights.sum()
+        soft = F.kl_div(F.log_softmax(logits / temperature, dim=1), teacher, reduction="batchmean")
         return alpha * temperature**2 * soft + (1 - alpha) * hard(logits, targets)
 
     return loss
