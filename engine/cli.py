@@ -534,6 +534,9 @@ def _distill(args: argparse.Namespace) -> int:
     from engine.training import run_folder as rf
     from engine.training.distillation import distill
 
+    if _torchrun_rank() is not None:
+        raise UsageError("distill runs in one process (it trains, exports and times several models in turn): run it "
+                         "without torchrun; train --nproc N is the command that trains in several")
     if args.resume:
         config = rf.read_run(args.out).config
         if not config.teachers:

@@ -164,6 +164,14 @@ def test_a_killed_process_stops_the_others_with_the_last_checkpoint_intact(small
     assert last["epoch"] >= 1
 
 
+def test_distill_is_refused_under_torchrun(small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert main(["distill", "--teacher", str(tmp_path / "teacher"), "--out", str(tmp_path / "student")]) == 2
+    assert "train --nproc N is the command" in capsys.readouterr().err
+
+
 def test_nproc_is_refused_where_torchrun_cannot_start(small_data: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.setattr(sys, "frozen", True, raising=False)
