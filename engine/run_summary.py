@@ -17,17 +17,19 @@ from typing import Any
 
 from engine.control import RunControl
 from engine.evaluation.metrics import read_evaluation_document
-from engine.run_files import EVALUATION_FILE, METRICS_FILE, MODEL_FILE, RUN_FILE
+from engine.run_files import EVALUATION_FILE, METRICS_FILE, MODEL_FILE, RUN_FILE, training_process_gone
 from engine.speed import SpeedFigures, read_speed
 
 UNREADABLE = "unreadable"
+INTERRUPTED = "interrupted"  # run.json says "running" but the process it names on this machine is gone
 
 
 @dataclass(frozen=True, slots=True)
 class RunSummary:
     """A run as a list shows it; a value the files do not give is None. ``kind``: "single", "ensemble" (run.json
     says so) or "distilled" (trained from teachers). ``status``: run.json's, or "unreadable" with ``error`` saying
-    why; ``error`` also holds a failed run's own message. ``training_seconds``: the epochs' total, else created to
+    why, or "interrupted" (run.json says "running" but its process on this machine is gone, ``error`` says so);
+    ``error`` also holds a failed run's own message. ``training_seconds``: the epochs' total, else created to
     finished. ``speed``: the recorded figures of the current model.onnx."""
 
     path: Path
@@ -148,6 +150,11 @@ def _read_run_file(path: Path) -> tuple[dict[str, Any], str | None, list[str] | 
         strategy=None if kind == "ensemble" else _entry(config, "strategy", str, run_file), kind=kind,
         status=status, best_val_accuracy=float(best) if best is not None and best >= 0 else None,  # -1: no epoch
         error=_entry(raw, "error", str, run_file))
+    if training_process_gone(raw):
+        process = raw["process"]
+        run.update(status=INTERRUPTED, error=f"run.json says running, but its process ({process['pid']} on this "
+                                             "machine) is gone: it was killed or crashed. Resume it (Train page, or "
+                                             f"transfer-studio train --out {path} --resume)")
     return run, _entry(raw, "finished", str, run_file), labels
 
 

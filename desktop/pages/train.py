@@ -34,6 +34,7 @@ from desktop.workers import Job, JobRunner
 from engine.control import RunControl
 from engine.errors import BadInputError
 from engine.events import BatchProgress, EpochEnded, EpochStarted, EventSink, Progress, RunFinished, RunStarted
+from engine.run_files import training_process_gone
 from engine.time_format import format_duration
 from engine.training.config import TrainConfig
 from engine.training.run_folder import RUN_FILE, RunInfo, read_run, request_stop
@@ -243,7 +244,8 @@ class TrainPage(QWidget):
             return
         self._stop_following()
         info = snapshot.info
-        follow = info.status == "running"
+        gone = training_process_gone(info.raw)  # "running", but its process on this machine was killed
+        follow = info.status == "running" and not gone
         if follow or snapshot.run_dir != self.run_dir or not self.history.epochs:  # keep the curves of a run shown
             metrics = [] if follow else snapshot.metrics  # a followed run's are read from the start by its follower
             self.history = TrainingHistory.from_metrics(metrics)
@@ -254,8 +256,13 @@ class TrainPage(QWidget):
                 self.log_view.add_line(_epoch_line(record, _planned_epochs(info)))
         self.run_dir = snapshot.run_dir
         self._resumable = snapshot.run_dir if snapshot.resumable else None
-        self.run_label.setText(f"Run folder: {snapshot.run_dir} ({info.status})")
-        self.progress.setFormat(f"Run {info.status}")
+        status = "interrupted: its process is gone" if gone else info.status
+        self.run_label.setText(f"Run folder: {snapshot.run_dir} ({status})")
+        self.progress.setFormat(f"Run {status}")
+        if gone:
+            self.log_view.add_line(f"run.json says running, but its process ({info.raw['process']['pid']} on this "
+                                   "machine) is gone: it was killed or crashed. Resume continues it from its last "
+                                   "epoch.")
         if follow:
             self._follow(info)
         self._redraw()

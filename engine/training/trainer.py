@@ -19,6 +19,7 @@ from engine.dataset.split import keep_recorded_split
 from engine.errors import BadInputError
 from engine.evaluation.from_logits import SplitLogits, evaluate_logits
 from engine.events import EpochStarted, EventSink, Info, RunFailed, RunFinished, RunStarted, WarningEvent, ignore_event
+from engine.run_files import this_process
 from engine.time_format import utc_now_iso
 from engine.training import run_folder as rf
 from engine.training.checkpoints import load_checkpoint
@@ -164,6 +165,7 @@ class _Session:
                     "config": self.config.to_dict(), "backbone": self.config.backbone, "labels": self.labels,
                     "preprocessing": self.prepared.cache.preprocessing.to_dict(), "dataset": self._dataset_summary(),
                     "versions": rf.versions(), "device": self.setup.description, "processes": self.process_record,
+                    "process": this_process(),
                 })
                 self.marked_running = True
                 self._record_split()
@@ -196,7 +198,8 @@ class _Session:
         else:  # the plan made after the quick head; runs from before plans were recorded get the one for their config
             self.plan = info.plan or plan_fine_tune(self.config, len(self.model.stages), None)
         if self.processes.main:
-            rf.update_run_file(self.run_dir, status="running", processes=self.process_record)
+            rf.update_run_file(self.run_dir, status="running", processes=self.process_record,
+                               process=this_process())
             self.marked_running = True
 
     def _split_from(self, source: Path) -> ScanReport:

@@ -4,11 +4,14 @@ asks that process, through the run's stop file, to stop."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PySide6.QtWidgets import QLabel
 
 from desktop.main_window import MainWindow
@@ -106,3 +109,18 @@ def test_following_ends_when_the_run_completes_and_the_evaluate_page_shows_it(
     assert ended.args == [run, "completed"] and not page.following
     assert "Finished: best epoch" in page.log_view.text() and page.resume_button.isHidden()
     qtbot.waitUntil(lambda: window.evaluate_page.snapshot.info.status == "completed", timeout=60_000)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="on Windows a gone process cannot be told")
+def test_a_running_run_whose_process_is_gone_is_offered_for_resume_not_followed(
+        window: MainWindow, qtbot, trained_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    rf.update_run_file(run, status="running", process={"host": socket.gethostname(), "pid": child.pid})
+    page = window.train_page
+    window.open_run(run)
+    qtbot.waitUntil(lambda: "its process is gone" in page.run_label.text(), timeout=60_000)
+    assert not page.following and not page.resume_button.isHidden()
+    assert f"its process ({child.pid} on this machine) is gone" in page.log_view.text()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 
 from engine.run_files import EVALUATION_FILE, METRICS_FILE, MODEL_FILE, RUN_FILE
-from engine.run_summary import UNREADABLE, find_runs, per_class_f1, summarize_run, validation_curve
+from engine.run_summary import INTERRUPTED, UNREADABLE, find_runs, per_class_f1, summarize_run, validation_curve
 from engine.speed import read_speed, record_speed
 
 CopyRun = Callable[..., Path]
@@ -96,6 +98,18 @@ def test_training_time_falls_back_to_created_to_finished(copy_run: CopyRun) -> N
     run_dir = copy_run(created="2026-01-31T12:00:00+00:00", finished="2026-01-31T12:01:30+00:00")
     (run_dir / METRICS_FILE).unlink()
     assert summarize_run(run_dir).training_seconds == 90.0
+
+
+@pytest.mark.skipif(os.name == "nt", reason="on Windows a gone process cannot be told")
+def test_a_running_run_whose_process_is_gone_is_interrupted(copy_run: CopyRun) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    run = copy_run("killed", status="running", process={"host": socket.gethostname(), "pid": child.pid})
+    summary = summarize_run(run)
+    assert summary.status == INTERRUPTED and f"its process ({child.pid} on this machine) is gone" in summary.error
+    assert f"--out {run} --resume" in summary.error
+    alive = copy_run("alive", status="running", process={"host": socket.gethostname(), "pid": os.getpid()})
+    assert summarize_run(alive).status == "running"
 
 
 def test_a_failed_run_keeps_its_message(copy_run: CopyRun) -> None:
