@@ -18,6 +18,7 @@ from pathlib import Path
 
 from engine.errors import BadInputError
 from engine.prediction_csv import predictions_csv
+from engine.run_files import RUN_FILE
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
 # The exported model failed onnx.checker or the parity check (nothing written), or only its int8 step failed
@@ -414,8 +415,7 @@ def _with_cancel_on_sigint(run: Callable) -> object:
         if control.cancelled and not distributed:
             raise KeyboardInterrupt
         if not control.cancelled and _torchrun_rank() in (None, "0"):
-            print("\nstopping after this batch" + ("" if distributed else " (Ctrl-C again to abort)") + "...",
-                  file=sys.stderr)
+            print(_STOPPING + ("" if distributed else _AGAIN_TO_ABORT) + "...", file=sys.stderr)
         control.cancel()
 
     handled = (signal.SIGINT, signal.SIGTERM) if distributed else (signal.SIGINT,)
@@ -425,6 +425,9 @@ def _with_cancel_on_sigint(run: Callable) -> object:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+_STOPPING, _AGAIN_TO_ABORT = "\nstopping after this batch", " (Ctrl-C again to abort)"
 
 
 def _torchrun_rank() -> str | None:
@@ -453,12 +456,12 @@ def _launch_torchrun(processes: int, argv: Sequence[str], run_dir: Path) -> int:
     asked = []
 
     def forward(signum: int, _frame: object) -> None:
-        from engine.training.run_folder import RUN_FILE, request_stop
+        from engine.training.run_folder import request_stop
 
         if not asked and (run_dir / RUN_FILE).is_file():
             asked.append(signum)
             request_stop(run_dir)
-            print("\nstopping after this batch (Ctrl-C again to abort)...", file=sys.stderr)
+            print(_STOPPING + _AGAIN_TO_ABORT + "...", file=sys.stderr)
         else:
             child.send_signal(signum)
 
@@ -492,8 +495,9 @@ def _train(args: argparse.Namespace) -> int:
         raise UsageError("--nproc must be 1 or more")
     if args.nproc > 1 and _torchrun_rank() is None:
         code = _launch_torchrun(args.nproc, args.argv, args.out)
-        stopped = code == EXIT_OK and (args.out / "run.json").is_file() and json.loads(
-            (args.out / "run.json").read_text(encoding="utf-8")).get("status") == "cancelled"
+        run_file = args.out / RUN_FILE
+        stopped = code == EXIT_OK and run_file.is_file() and json.loads(
+            run_file.read_text(encoding="utf-8")).get("status") == "cancelled"
         return EXIT_INTERRUPTED if stopped else code
     from engine.console import ConsoleProgress
     from engine.training.distributed import DistributedError, stop

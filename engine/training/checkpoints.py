@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from engine.atomic import DiskFullError, write_atomic
+from engine.training.distributed import current, from_main
 
 
 class CheckpointError(RuntimeError):
@@ -40,3 +41,11 @@ def load_checkpoint(path: Path, device: str = "cpu") -> dict[str, Any]:
     if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
         raise CheckpointError(f"{path}: not a Transfer Studio checkpoint")
     return payload
+
+
+def load_checkpoint_in_every_process(path: Path, device: str) -> dict[str, Any] | None:
+    """``path``'s checkpoint, None when there is none. In a distributed run rank 0 reads it (to the CPU) and every
+    process gets that copy, so only rank 0's machine needs the run folder; alone, a plain load on ``device``."""
+    if current().distributed:
+        return from_main(load_checkpoint(path, "cpu") if current().main and path.exists() else None)
+    return load_checkpoint(path, device) if path.exists() else None

@@ -14,8 +14,8 @@ import torch
 
 from engine.events import CheckpointSaved, EpochEnded, EventSink
 from engine.training import run_folder as rf
-from engine.training.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from engine.training.distributed import current, from_main
+from engine.training.checkpoints import CheckpointError, load_checkpoint_in_every_process, save_checkpoint
+from engine.training.distributed import current
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +41,7 @@ class EpochRecorder:
     def resume(self, device: str) -> tuple[int, dict[str, Any] | None]:
         """Load last.pt into the model; (the next epoch to run, the checkpoint), or (0, None) without one."""
         last = self.run_dir / rf.LAST_FILE
-        if current().distributed:  # rank 0 reads it, on the CPU, and every process gets that copy
-            checkpoint = from_main(load_checkpoint(last, "cpu") if self.writes and last.exists() else None)
-        else:
-            checkpoint = load_checkpoint(last, device) if last.exists() else None
+        checkpoint = load_checkpoint_in_every_process(last, device)
         if checkpoint is None:
             if self.writes:
                 rf.truncate_metrics(self.run_dir, -1)

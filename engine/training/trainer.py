@@ -22,7 +22,7 @@ from engine.events import EpochStarted, EventSink, Info, RunFailed, RunFinished,
 from engine.run_files import this_process
 from engine.time_format import utc_now_iso
 from engine.training import run_folder as rf
-from engine.training.checkpoints import load_checkpoint
+from engine.training.checkpoints import CheckpointError, load_checkpoint_in_every_process
 from engine.training.config import TrainConfig, compile_unavailable
 from engine.training.distributed import SharedStop, current, explained, from_main, gathered, start
 from engine.training.epoch_recorder import EpochMetrics, EpochRecorder
@@ -317,10 +317,9 @@ class _Session:
         """Restore the best weights and evaluate validation (and test, once) into evaluation.json, with the
         temperature fitted on validation."""
         assert self.plan is not None
-        if self.processes.distributed:  # rank 0 reads best.pt, the others get its weights
-            best = from_main(load_checkpoint(self.run_dir / rf.BEST_FILE, "cpu") if self.processes.main else None)
-        else:
-            best = load_checkpoint(self.run_dir / rf.BEST_FILE, self.setup.device)
+        best = load_checkpoint_in_every_process(self.run_dir / rf.BEST_FILE, self.setup.device)
+        if best is None:
+            raise CheckpointError(f"{self.run_dir / rf.BEST_FILE}: checkpoint not found")
         self.model.load_state_dict(best["model"])
         first = self.plan.first_trainable
         splits: dict[str, SplitLogits] = {}

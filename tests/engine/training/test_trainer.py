@@ -361,7 +361,7 @@ def test_cancel_during_the_final_evaluation_keeps_the_best_epoch_and_resumes_to_
     from engine.training import trainer as trainer_module
 
     run, control = tmp_path / "run", RunControl()
-    real_load, real_prune = trainer_module.load_checkpoint, trainer_module.prune
+    real_load, real_prune = trainer_module.load_checkpoint_in_every_process, trainer_module.prune
     pruned: list = []
 
     def stop_while_evaluating(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
@@ -369,7 +369,7 @@ def test_cancel_during_the_final_evaluation_keeps_the_best_epoch_and_resumes_to_
         control.check()
         return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "load_checkpoint", stop_while_evaluating)
+    monkeypatch.setattr(trainer_module, "load_checkpoint_in_every_process", stop_while_evaluating)
     monkeypatch.setattr(trainer_module, "prune",
                         lambda folder, limit: pruned.append(folder) or real_prune(folder, limit))
     events: list = []
