@@ -508,15 +508,17 @@ def _train(args: argparse.Namespace) -> int:
         if args.data is None:
             raise UsageError("a dataset folder is required (or --resume with --out pointing at a stopped run)")
         config = _train_config(args)
+    ended = False
     try:
         result = _with_cancel_on_sigint(
             lambda control: train(args.data, args.out, config, resume=args.resume, on_event=ConsoleProgress(),
                                   control=control))
+        ended = True
     except DistributedError as exc:
         print(f"error (rank {_torchrun_rank()}): {exc}", file=sys.stderr)
         return EXIT_FAILED
     finally:
-        stop()
+        stop(together=ended)
     if _torchrun_rank() not in (None, "0"):  # rank 0 reports for every process
         return EXIT_OK
     if result.status == "cancelled":
